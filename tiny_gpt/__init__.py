@@ -6,9 +6,28 @@ __version__ = "0.1.0"
 # %% auto #0
 __all__ = []
 
-# %% ../nbs/index.ipynb #d797f8f9
-from .env import *
-from .io import *
-from .tokenizers import *
-from .data import *
-from .embeddings import *
+# %% ../nbs/index.ipynb #1d589797
+import importlib
+
+# Stage modules, lightest first. `from tiny_gpt import X` imports only what X needs, so a worker
+# process that tokenizes text never pays for importing torch.
+_STAGES = ("io", "tokenizers", "bpe", "store", "env", "data", "embeddings")
+
+def _stage_modules():
+    "Import the stage modules one by one, lightest first."
+    for stage in _STAGES:
+        try: yield importlib.import_module(f"{__name__}.{stage}")
+        except ModuleNotFoundError as e:
+            if e.name != f"{__name__}.{stage}": raise  # a missing dependency is an error, not a missing stage
+
+def __getattr__(name: str):
+    "Find `name` in the stage modules on first use (PEP 562)."
+    if name.startswith("__"): raise AttributeError(name)  # dunder lookups (e.g. by inspect) import nothing
+    for module in _stage_modules():
+        if name in getattr(module, "__all__", ()):
+            globals()[name] = value = getattr(module, name)
+            return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | {n for m in _stage_modules() for n in getattr(m, "__all__", ())})

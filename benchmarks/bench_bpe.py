@@ -1,0 +1,201 @@
+"""Benchmarks of tiny_gpt's BPE, each against a baseline measured in the same run.
+
+1. Training a 512-token vocabulary on Tiny Shakespeare: tiny_gpt vs a naive trainer that recounts
+   every pair after each merge (timed on its first merges and extrapolated linearly: every naive
+   merge recounts the whole corpus, so each costs about the same). Target >= 100x.
+2. Training 4,096- and 32,768-token vocabularies on two >= 100 MB corpora (Shakespeare with
+   variations; the Python standard library's .py files) vs rustbpe (nanochat's Rust trainer, a
+   benchmark-only dependency) with the same split pattern; the vocabularies must be identical.
+   Target: within 3x of rustbpe's time, < 500 MB peak RSS. Hugging Face `tokenizers` is timed too
+   when installed (its pre-tokenizer differs, so only time is compared).
+3. Encoding Tiny Shakespeare with GPT-2's merges: tiny_gpt vs tiktoken on one thread. Identical ids,
+   target within 5x.
+
+Each measurement runs in a fresh Python process so its peak RSS is its own.
+
+    pip install rustbpe tokenizers      # benchmark-only
+    TINY_GPT_DATA=../shared/data python benchmarks/bench_bpe.py [--quick]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import time
+from pathlib import Path
+
+DATA = Path(os.environ.get("TINY_GPT_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+SHAKESPEARE = DATA / "tinyshakespeare.txt"
+
+
+def child(job: str, *args: str) -> dict:
+    "Run `job` in a fresh interpreter; return its JSON result plus its peak RSS in MB."
+    out = subprocess.run([sys.executable, __file__, "--child", job, *args], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _rss_mb() -> float:
+    "Current resident memory of this process."
+    with open("/proc/self/statm") as f: return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def _peak_mb() -> float:
+    "Peak RSS of this process plus its largest child (pool workers), in MB."
+    import resource
+    return (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss + resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss) / 1024
+
+
+# ---------------------------------------------------------------- jobs run in a child process
+def job_train(path: str, vocab_size: str, workers: str) -> dict:
+    from tiny_gpt.bpe import BPETokenizer
+    base = _rss_mb()
+    start = time.perf_counter()
+    tok = BPETokenizer.train(Path(path), vocab_size=int(vocab_size) + 1, workers=int(workers), progress=False)
+    seconds = time.perf_counter() - start
+    ranks = sorted((t.hex(), i) for t, i in tok.ranks.items())
+    return {"seconds": seconds, "rss_mb": _peak_mb(), "added_mb": _peak_mb() - base, "vocab": ranks}
+
+
+def job_naive(path: str, n_merges: str) -> dict:
+    "The textbook trainer: every pre-token of the text as its own id list, all pairs recounted per merge."
+    from collections import Counter
+    from tiny_gpt.bpe import merge_word, pretokenize
+    text = Path(path).read_text(encoding="utf-8")
+    start = time.perf_counter()
+    chunks = [tuple(p.encode()) for p in pretokenize(text)]
+    for new_id in range(256, 256 + int(n_merges)):
+        pairs = Counter(pair for chunk in chunks for pair in zip(chunk, chunk[1:]))
+        best = max(pairs.items(), key=lambda kv: (kv[1], (-kv[0][0], -kv[0][1])))[0]
+        chunks = [merge_word(c, best, new_id) for c in chunks]
+    return {"seconds": time.perf_counter() - start, "rss_mb": _peak_mb()}
+
+
+def job_rustbpe(path: str, vocab_size: str) -> dict:
+    import rustbpe
+    from tiny_gpt.bpe import _file_chunks  # the same safe cuts as tiny_gpt, so both count the same pre-tokens
+    from tiny_gpt.tokenizers import GPT2_PATTERN
+    start = time.perf_counter()
+    tok = rustbpe.Tokenizer()
+    tok.train_from_iterator(_file_chunks(Path(path)), int(vocab_size), pattern=GPT2_PATTERN)
+    seconds = time.perf_counter() - start
+    ranks = sorted((bytes(t).hex(), i) for t, i in tok.get_mergeable_ranks())
+    return {"seconds": seconds, "rss_mb": _peak_mb(), "vocab": ranks}
+
+
+def job_hf(path: str, vocab_size: str) -> dict:
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    trainer = trainers.BpeTrainer(vocab_size=int(vocab_size), initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+                                  show_progress=False)
+    start = time.perf_counter()
+    tok.train([path], trainer)
+    return {"seconds": time.perf_counter() - start, "rss_mb": _peak_mb()}
+
+
+def job_encode(which: str) -> dict:
+    text = SHAKESPEARE.read_text(encoding="utf-8")
+    if which == "tiktoken":
+        from tiny_gpt.tokenizers import TikTokenizer
+        enc = TikTokenizer("gpt2").encoding
+        start = time.perf_counter(); ids = enc.encode_ordinary(text)
+    else:
+        from tiny_gpt.bpe import BPETokenizer
+        tok = BPETokenizer.gpt2()
+        start = time.perf_counter(); ids = tok.encode_ordinary(text)
+    return {"seconds": time.perf_counter() - start, "rss_mb": _peak_mb(), "n": len(ids), "hash": hash(tuple(ids))}
+
+
+# ---------------------------------------------------------------- corpora
+def shakespeare_corpus(dest: Path, target_mb: int) -> Path:
+    "Tiny Shakespeare repeated with variations (case changes, shuffled lines) up to `target_mb`."
+    text, rng = SHAKESPEARE.read_text(encoding="utf-8"), random.Random(0)
+    variants = [str.upper, str.lower, str.swapcase, str.title, lambda t: t]
+    with open(dest, "w", encoding="utf-8") as f:
+        while f.tell() < target_mb * 1_000_000:
+            lines = text.splitlines(keepends=True)
+            rng.shuffle(lines)
+            f.write(rng.choice(variants)("".join(lines)))
+    return dest
+
+
+def stdlib_corpus(dest: Path, target_mb: int) -> Path:
+    "The standard library's .py files, concatenated (in rounds with tabs/spaces varied) up to `target_mb`."
+    files = sorted(Path(sysconfig.get_paths()["stdlib"]).rglob("*.py"))
+    with open(dest, "w", encoding="utf-8") as f:
+        for variant in range(100):
+            for path in files:
+                try: src = path.read_text(encoding="utf-8")
+                except (UnicodeDecodeError, OSError): continue
+                f.write(src.replace("    ", "\t") if variant % 2 else src)
+                if f.tell() >= target_mb * 1_000_000: return dest
+    return dest
+
+
+def report(label: str, ours: float, baseline: float, target: str, ok: bool) -> None:
+    print(f"  {label}: tiny_gpt {ours:.2f} s vs {baseline:.2f} s -> ratio {baseline / ours:.2f}x  (target {target})  "
+          f"{'PASS' if ok else 'FAIL'}", flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--child", nargs="+")
+    parser.add_argument("--quick", action="store_true", help="10 MB corpora, vocab 4,096 only")
+    parser.add_argument("--workers", type=int, default=2)
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(globals()[f"job_{args.child[0]}"](*args.child[1:])))
+        return
+    print(f"tiny_gpt BPE benchmarks — {os.cpu_count()} cores; reproduce: TINY_GPT_DATA={DATA} python benchmarks/bench_bpe.py"
+          + (" --quick" if args.quick else ""), flush=True)
+
+    print("\n1. training, vocab 512, Tiny Shakespeare (1.1 MB)")
+    ours = child("train", str(SHAKESPEARE), "512", "1")
+    naive_merges = 16 if args.quick else 256
+    naive = child("naive", str(SHAKESPEARE), str(naive_merges))
+    naive_full = naive["seconds"] * (512 - 256) / naive_merges
+    print(f"  naive recount-every-pair: {naive['seconds']:.1f} s for {naive_merges} merges"
+          + (f" -> {naive_full:.0f} s for 256 (linear extrapolation overestimates: later merges are cheaper)" if args.quick else ""))
+    report("incremental", ours["seconds"], naive_full, ">= 100x", naive_full / ours["seconds"] >= 100)
+
+    print("\n3. encoding Tiny Shakespeare with GPT-2's merges")
+    a, b = child("encode", "tiny_gpt"), child("encode", "tiktoken")
+    same = (a["n"], a["hash"]) == (b["n"], b["hash"])
+    print(f"  identical ids: {same} ({a['n']:,} tokens)")
+    print(f"  tiny_gpt {a['seconds']:.2f} s vs tiktoken {b['seconds']:.2f} s -> {a['seconds'] / b['seconds']:.1f}x slower "
+          f"(target within 5x)  {'PASS' if same and a['seconds'] <= 5 * b['seconds'] else 'FAIL'}", flush=True)
+
+    try: import rustbpe  # noqa: F401
+    except ImportError:
+        print("\n2. skipped: pip install rustbpe (benchmark-only) to compare with nanochat's trainer"); return
+    mb = 10 if args.quick else 100
+    vocabs = [4096] if args.quick else [4096, 32768]
+    with tempfile.TemporaryDirectory() as tmp:
+        corpora = {"shakespeare": shakespeare_corpus(Path(tmp) / "shakespeare.txt", mb),
+                   "python stdlib": stdlib_corpus(Path(tmp) / "stdlib.txt", mb)}
+        for name, path in corpora.items():
+            size = path.stat().st_size / 1e6
+            for vocab in vocabs:
+                print(f"\n2. training, vocab {vocab:,}, {name} ({size:.0f} MB)", flush=True)
+                theirs = child("rustbpe", str(path), str(vocab))
+                ours = child("train", str(path), str(vocab), str(args.workers))
+                same = ours["vocab"] == theirs["vocab"]
+                print(f"  identical vocabulary to rustbpe: {same}")
+                print(f"  peak RSS: tiny_gpt {ours['rss_mb']:.0f} MB, {ours['added_mb']:.0f} MB above the interpreter and imports "
+                      f"(target < 500 MB) {'PASS' if ours['rss_mb'] < 500 else 'FAIL'}; rustbpe {theirs['rss_mb']:.0f} MB")
+                report("vs rustbpe", ours["seconds"], theirs["seconds"], "within 3x, i.e. ratio >= 0.33",
+                       same and ours["seconds"] <= 3 * theirs["seconds"])
+                try:
+                    hf = child("hf", str(path), str(vocab))
+                    print(f"  Hugging Face tokenizers: {hf['seconds']:.2f} s, {hf['rss_mb']:.0f} MB (byte-level pre-tokenizer, time only)")
+                except subprocess.CalledProcessError:
+                    print("  Hugging Face tokenizers: not installed (pip install tokenizers)")
+
+
+if __name__ == "__main__":
+    main()

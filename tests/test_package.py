@@ -1,0 +1,36 @@
+"""The package root: every stage's public names importable from `tiny_gpt`, and lazily."""
+import subprocess
+import sys
+
+SEED_API = "env_display_tinygpt_modules, io_load_text_file, RegexTokenizer, TikTokenizer, tiny_data_loader"
+
+
+def python(code: str) -> str:
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip()
+
+
+def test_the_seed_api_imports_from_the_root():
+    assert python(f"from tiny_gpt import {SEED_API}; print('ok')") == "ok"
+
+
+def test_every_public_name_of_every_stage_is_reachable_from_the_root():
+    code = ("import importlib, tiny_gpt\n"
+            "for stage in tiny_gpt._STAGES:\n"
+            "    try: m = importlib.import_module('tiny_gpt.' + stage)\n"
+            "    except ModuleNotFoundError: continue\n"
+            "    for name in m.__all__: assert getattr(tiny_gpt, name) is getattr(m, name), (stage, name)\n"
+            "print(len(dir(tiny_gpt)) > 40)")
+    assert python(code) == "True"
+
+
+def test_tokenizing_does_not_import_torch():
+    "Worker processes that only tokenize start fast: no torch."
+    assert python("import sys; from tiny_gpt import TikTokenizer, BPETokenizer, io_load_text_file; "
+                  "print('torch' in sys.modules)") == "False"
+
+
+def test_unknown_names_raise_attribute_error():
+    assert python("import tiny_gpt\ntry: tiny_gpt.nope\nexcept AttributeError as e: print(e)") == \
+        "module 'tiny_gpt' has no attribute 'nope'"
