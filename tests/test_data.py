@@ -163,9 +163,19 @@ def test_bad_sources(tmp_path):
         tiny_data_loader(FakeStore([np.zeros(100, np.float32)]), max_length=4)
 
 
-def test_store_folder():
-    store = pytest.importorskip("tiny_gpt.store")
-    if not hasattr(store, "prepare_store"): pytest.skip("tiny_gpt.store has no prepare_store yet")
+def test_store_folder_goes_through_open_store(memmap_shards, tmp_path, monkeypatch):
+    "A pathlib.Path is opened with tiny_gpt.store.open_store(path, split=...) (replaced here by a stand-in)."
+    import sys, types
+    ids, shards = memmap_shards
+    calls = []
+    def open_store(path, split="train"): calls.append((path, split)); return FakeStore(shards, path)
+    module = sys.modules.get("tiny_gpt.store") or types.ModuleType("tiny_gpt.store")
+    monkeypatch.setitem(sys.modules, "tiny_gpt.store", module)
+    monkeypatch.setattr(module, "open_store", open_store, raising=False)
+    loader = tiny_data_loader(tmp_path, batch_size=2, max_length=4, stride=4, shuffle=False, split="val")
+    assert calls == [(tmp_path, "val")]
+    assert next(iter(loader))[0].tolist() == [ids[0:4].tolist(), ids[4:8].tolist()]
+    with pytest.raises(ValueError, match=str(tmp_path)): tiny_data_loader(tmp_path, max_length=5000)
 
 
 def test_huge_epochs_cost_nothing():

@@ -1,0 +1,322 @@
+"""Token store (tiny_gpt.store): safe cuts, ids equal whole-document encoding, shards, header checks, CLI, pickling."""
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import pickle
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from tiny_gpt.store import (_encoding, first_safe_cut, last_safe_cut, open_store, parse_shard, prepare_store,
+                            shard_stem)
+
+DATA = Path(os.environ.get("TINY_GPT_DATA", "/nonexistent"))
+VERDICT, SHAKESPEARE = DATA / "the-verdict.txt", DATA / "tinyshakespeare.txt"
+needs_data = pytest.mark.skipif(not (VERDICT.is_file() and SHAKESPEARE.is_file()), reason="set TINY_GPT_DATA")
+ENC = _encoding("gpt2")
+EOT = ENC.eot_token
+
+# Unicode's White_Space property (PropList.txt): what `\s` means in tiktoken's (Rust) regex
+WHITE_SPACE = [*range(0x09, 0x0E), 0x20, 0x85, 0xA0, 0x1680, *range(0x2000, 0x200B), 0x2028, 0x2029, 0x202F, 0x205F, 0x3000]
+
+# Texts made mostly of whitespace runs of every kind, next to letters, digits, punctuation and contractions
+PARTS = [" ", "  ", "\n", "\n\n", "\r\n", "\r", "\t", "\x0b", "\x0c", "\x1c", "\x85", "\u00a0", "\u2028", "\u3000",
+         "a", "Bc", "é", "中文", "1", "234", "'s", "'", "'ll", ".", "!?", "--", "<|endoftext|>", "x y", "\U0001F600"]
+texts = st.lists(st.sampled_from(PARTS), max_size=40).map("".join)
+
+
+def encode(text: str) -> list[int]:
+    return ENC.encode_ordinary(text)
+
+
+def all_cuts(data: bytes) -> list[int]:
+    cuts, p = [], 0
+    while (p := first_safe_cut(data, p + 1)) is not None: cuts.append(p)
+    return cuts
+
+
+def store_ids(folder: Path, split: str = "train") -> list[int]:
+    return np.concatenate(open_store(folder, split=split).shards).tolist()
+
+
+# ---------------------------------------------------------------- safe cuts
+
+def test_python_whitespace_covers_unicode_white_space():
+    "str.isspace() is true for every White_Space character, so refusing isspace() characters is conservative."
+    assert all(chr(c).isspace() for c in WHITE_SPACE)
+
+
+def test_naive_cut_in_newline_run_changes_ids():
+    assert encode("\n\n\n") == [628, 198]
+    assert encode("\n") * 3 == [198, 198, 198]
+    assert first_safe_cut(b"\n\n\n") is None
+
+
+@settings(max_examples=1500, deadline=None)
+@given(texts)
+def test_every_safe_cut_keeps_ids(text):
+    data = text.encode()
+    whole = encode(text)
+    for p in all_cuts(data):
+        assert encode(data[:p].decode()) + encode(data[p:].decode()) == whole, (text, p)
+
+
+@settings(max_examples=300, deadline=None)
+@given(texts, st.integers(1, 64))
+def test_last_safe_cut_is_the_largest(text, window):
+    data = text.encode()
+    cuts = all_cuts(data)
+    assert last_safe_cut(data, window=window) == (cuts[-1] if cuts else None)
+    for lo in (1, len(data) // 2):
+        later = [c for c in cuts if c >= lo]
+        assert last_safe_cut(data, lo, window=window) == (later[-1] if later else None)
+
+
+@pytest.mark.parametrize("c", [chr(c) for c in WHITE_SPACE if c > 0x7F] + ["\x1c", "\x1f"])
+def test_cuts_next_to_unusual_whitespace(c):
+    for text in (f"a{c} b", f"a{c}\nb", f"{c}{c}\n\nx", f"x\n{c}y", f"x{c}"):
+        data = text.encode()
+        for p in all_cuts(data):
+            assert encode(data[:p].decode()) + encode(data[p:].decode()) == encode(text), (text, p)
+
+
+# ---------------------------------------------------------------- store ids == whole-document encoding
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(texts, min_size=1, max_size=4), st.integers(1, 48), st.sampled_from([0.0, 0.1, 0.5]))
+def test_store_equals_whole_encoding(tmp_path_factory, documents, chunk_bytes, val_fraction):
+    folder = tmp_path_factory.mktemp("docs")
+    paths = []
+    for i, text in enumerate(documents):
+        (path := folder / f"doc{i}.txt").write_bytes(text.encode())
+        paths.append(path)
+    out = prepare_store(paths, folder / "store", chunk_bytes=chunk_bytes, val_fraction=val_fraction, workers=0, progress=False)
+    header = json.loads((out / "shard-00000-of-00001.json").read_text(encoding="utf-8"))
+    read = {s: np.fromfile(out / header["splits"][s]["file"], dtype="<u2").tolist() for s in header["splits"]}
+    expected_train, expected_val = [], []
+    for src, text in zip(header["sources"], documents):  # rebuild each split from the per-document counts
+        ids = encode(text)
+        n_train = src["n_tokens"]["train"] - (1 if src["n_tokens"]["train"] else 0)
+        train, val = ids[:n_train], ids[n_train:]
+        if train: expected_train += train + [EOT]
+        if val: expected_val += val + [EOT]
+        assert len(val) + (1 if val else 0) == src["n_tokens"].get("val", 0)
+    assert read["train"] == expected_train
+    assert read.get("val", []) == expected_val
+
+
+@needs_data
+@pytest.mark.parametrize("executor", ["process", "thread"])
+def test_both_corpora_with_two_workers(tmp_path, executor):
+    out = prepare_store([VERDICT, SHAKESPEARE], tmp_path / "s", chunk_bytes=1 << 14, workers=2, executor=executor,
+                        progress=False)
+    expected = encode(VERDICT.read_text(encoding="utf-8")) + [EOT] + encode(SHAKESPEARE.read_text(encoding="utf-8")) + [EOT]
+    assert store_ids(out) == expected
+    assert open_store(out).n_tokens == 5145 + 338_025 + 2
+
+
+@needs_data
+def test_validation_tail_of_shakespeare(tmp_path):
+    out = prepare_store(SHAKESPEARE, tmp_path / "s", val_fraction=0.1, chunk_bytes=1 << 15, workers=2, progress=False)
+    train, val = store_ids(out), store_ids(out, "val")
+    assert train[:-1] + val[:-1] == encode(SHAKESPEARE.read_text(encoding="utf-8"))
+    assert 0.09 < len(val) / (len(train) + len(val)) < 0.11
+
+
+def test_windows_line_ends_and_a_chunk_without_cuts(tmp_path):
+    text = "line one\r\nline two\r\n" * 50 + "x" * 5000 + "\n" * 3000 + "end\r\n"
+    (tmp_path / "a.txt").write_bytes(text.encode())
+    out = prepare_store(tmp_path / "a.txt", tmp_path / "s", chunk_bytes=64, workers=0, progress=False)
+    assert store_ids(out) == encode(text) + [EOT]
+
+
+def test_folder_inputs_and_empty_documents(tmp_path):
+    (tmp_path / "in" / "sub").mkdir(parents=True)
+    (tmp_path / "in" / "b.txt").write_text("second", encoding="utf-8")
+    (tmp_path / "in" / "sub" / "a.txt").write_text("first", encoding="utf-8")
+    (tmp_path / "in" / "empty.txt").write_text("", encoding="utf-8")
+    (tmp_path / "in" / "notes.md").write_text("ignored", encoding="utf-8")
+    out = prepare_store(tmp_path / "in", tmp_path / "s", progress=False)
+    assert store_ids(out) == encode("second") + [EOT] + encode("first") + [EOT]  # sorted: b, empty, sub/a
+    header = json.loads((out / "shard-00000-of-00001.json").read_text(encoding="utf-8"))
+    assert [Path(s["path"]).name for s in header["sources"]] == ["b.txt", "empty.txt", "a.txt"]
+    assert header["splits"]["train"]["n_documents"] == 2
+
+
+# ---------------------------------------------------------------- atomic writes
+
+def test_interrupted_run_leaves_nothing_that_looks_complete(tmp_path, monkeypatch):
+    import tiny_gpt.store as store
+    (tmp_path / "a.txt").write_text("word " * 2000, encoding="utf-8")
+    prepare_store(tmp_path / "a.txt", tmp_path / "s", chunk_bytes=100, workers=0, progress=False)
+    calls = []
+
+    def failing(*args):
+        calls.append(1)
+        if len(calls) > 3: raise KeyboardInterrupt
+        return store._encode_piece(*args)
+
+    monkeypatch.setattr(store, "_encode_piece", failing)
+    with pytest.raises(KeyboardInterrupt):
+        store.prepare_store(tmp_path / "a.txt", tmp_path / "s", chunk_bytes=100, workers=0, progress=False)
+    names = sorted(p.name for p in (tmp_path / "s").iterdir())
+    assert names == ["shard-00000-of-00001.train.bin"]  # the old tokens, but no header: the shard is absent
+    with pytest.raises(FileNotFoundError, match="holds no token store header"): open_store(tmp_path / "s")
+
+
+# ---------------------------------------------------------------- shards
+
+@pytest.fixture
+def three_docs(tmp_path):
+    texts = ["The first document.\n", "A second one,\n\nwith two paragraphs.", "Third!"]
+    paths = []
+    for i, t in enumerate(texts):
+        (p := tmp_path / f"d{i}.txt").write_text(t, encoding="utf-8")
+        paths.append(p)
+    return paths, texts
+
+
+def test_shards_read_as_one_store(tmp_path, three_docs):
+    paths, texts = three_docs
+    for k in (1, 0):
+        prepare_store(paths, tmp_path / "s", shard=f"{k}/2", progress=False)
+    store = open_store(tmp_path / "s")
+    assert [h["shard"]["index"] for h in store.headers] == [0, 1]
+    expected = [encode(texts[i]) + [EOT] for i in (0, 2, 1)]  # shard 0: documents 0 and 2; shard 1: document 1
+    assert np.concatenate(store.shards).tolist() == sum(expected, [])
+    assert store.header["n_documents"] == 3 and store.header["n_shards"] == 2
+
+
+def test_more_shards_than_documents(tmp_path, three_docs):
+    paths, texts = three_docs
+    for k in range(5): prepare_store(paths, tmp_path / "s", shard=(k, 5), progress=False)
+    store = open_store(tmp_path / "s")
+    assert len(store.headers) == 5 and len(store.shards) == 3  # empty shards hold no memmap
+
+
+def test_missing_and_mixed_shards(tmp_path, three_docs):
+    paths, _ = three_docs
+    prepare_store(paths, tmp_path / "s", shard="2/3", progress=False)
+    with pytest.raises(FileNotFoundError, match=r"lacks shards 0/3, 1/3: run `tiny-gpt prepare \.\.\. --out .* --shard K/3`"):
+        open_store(tmp_path / "s")
+    for k in (0, 1): prepare_store(paths, tmp_path / "s", shard=f"{k}/3", progress=False)
+    header_file = tmp_path / "s" / f"{shard_stem(1, 3)}.json"
+    h = json.loads(header_file.read_text(encoding="utf-8"))
+    header_file.write_text(json.dumps(h | {"tokenizer": "r50k_base"}), encoding="utf-8")
+    with pytest.raises(ValueError, match="disagree on tokenizer .*shard-00001-of-00003.json: 'r50k_base'"):
+        open_store(tmp_path / "s")
+
+
+def test_parse_shard_errors():
+    assert parse_shard("0/1") == (0, 1)
+    for bad in ("1/1", "-1/2", "3", "a/b", "2/0"):
+        with pytest.raises(ValueError): parse_shard(bad)
+
+
+# ---------------------------------------------------------------- header checks
+
+@pytest.fixture
+def verdict_store(tmp_path):
+    text = "It had always been a fair story.\n" * 40
+    (tmp_path / "v.txt").write_text(text, encoding="utf-8")
+    return prepare_store(tmp_path / "v.txt", tmp_path / "store", val_fraction=0.25, progress=False)
+
+
+def _edit_header(folder: Path, **changes):
+    file = folder / "shard-00000-of-00001.json"
+    file.write_text(json.dumps(json.loads(file.read_text(encoding="utf-8")) | changes), encoding="utf-8")
+
+
+@pytest.mark.parametrize("damage, error, match", [
+    (lambda d: (d / "shard-00000-of-00001.train.bin").unlink(), FileNotFoundError, r"train.bin' is missing .*prepare shard 0/1 again"),
+    (lambda d: (d / "shard-00000-of-00001.json").write_text("{", encoding="utf-8"), ValueError, "is not a valid store header"),
+    (lambda d: _edit_header(d, version=99), ValueError, "is not a version-1 tiny_gpt.token_store header"),
+    (lambda d: _edit_header(d, dtype="uint32"), ValueError, "the file is truncated or has the wrong dtype"),
+    (lambda d: _edit_header(d, dtype="uint8"), ValueError, "declares dtype 'uint8', which cannot hold 50257 token ids"),
+    (lambda d: (d / "shard-00000-of-00001.train.bin").write_bytes(b"\0" * 10), ValueError, "has 10 bytes but its header promises"),
+    (lambda d: (d / "shard-00000-of-00001.json").unlink(), FileNotFoundError, "holds no token store header"),
+])
+def test_damaged_store_errors(verdict_store, damage, error, match):
+    damage(verdict_store)
+    with pytest.raises(error, match=match): open_store(verdict_store)
+
+
+def test_checksum_is_verified_unless_skipped(verdict_store):
+    file = verdict_store / "shard-00000-of-00001.train.bin"
+    data = bytearray(file.read_bytes()); data[-3] ^= 0xFF
+    file.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="is corrupted: the SHA-256 of its tokens"): open_store(verdict_store)
+    with pytest.raises(ValueError, match="is corrupted"): open_store(verdict_store, verify=True)
+    assert open_store(verdict_store, verify=False).n_tokens > 0
+
+
+def test_split_and_tokenizer_errors(verdict_store, tmp_path):
+    assert open_store(verdict_store, "val").n_tokens > 0
+    with pytest.raises(ValueError, match="has no 'test' split .*'train', 'val'"): open_store(verdict_store, "test")
+    with pytest.raises(ValueError, match="tokenized with 'gpt2', but 'p50k_base' is expected"):
+        open_store(verdict_store, tokenizer="p50k_base")
+    with pytest.raises(FileNotFoundError, match="no token store at"): open_store(tmp_path / "nothing")
+    with pytest.raises(ValueError, match="does not use GPT-2's pre-tokenizer"):
+        prepare_store(tmp_path / "v.txt", tmp_path / "o", tokenizer="cl100k_base")
+    (tmp_path / "nospace.txt").write_text("abc", encoding="utf-8")
+    out = prepare_store(tmp_path / "nospace.txt", tmp_path / "o2", val_fraction=0.5, progress=False)
+    with pytest.raises(ValueError, match="'val' split of .* holds no tokens"): open_store(out, "val")
+
+
+# ---------------------------------------------------------------- pickling / processes
+
+def test_store_pickles_small_and_reopens_in_a_spawned_process(verdict_store):
+    store = open_store(verdict_store)
+    blob = pickle.dumps(store)
+    assert len(blob) < 10_000
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        shards = pool.apply(getattr, (store, "shards"))  # unpickled (memmaps reopened) in the child, sent back
+    assert [s.tolist() for s in shards] == [s.tolist() for s in store.shards]
+
+
+@needs_data
+def test_prepare_with_spawned_workers(tmp_path):
+    "What Windows and macOS do: worker processes started with spawn rebuild the encoding offline."
+    code = ("import multiprocessing as mp, sys; mp.set_start_method('spawn')\n"
+            "from tiny_gpt.store import prepare_store\n"
+            "if __name__ == '__main__': prepare_store(sys.argv[1], sys.argv[2], chunk_bytes=1 << 16, workers=2, progress=False)")
+    script = tmp_path / "run.py"
+    script.write_text(code, encoding="utf-8")
+    env = os.environ | {"TIKTOKEN_CACHE_DIR": str(tmp_path / "no-cache"), "HTTPS_PROXY": "http://127.0.0.1:9"}
+    subprocess.run([sys.executable, str(script), str(SHAKESPEARE), str(tmp_path / "s")], check=True, env=env, timeout=120)
+    assert store_ids(tmp_path / "s") == encode(SHAKESPEARE.read_text(encoding="utf-8")) + [EOT]
+
+
+# ---------------------------------------------------------------- command line
+
+def _tiny_gpt() -> list[str]:
+    exe = Path(sys.executable).with_name("tiny-gpt")
+    return [str(exe)] if exe.exists() else [sys.executable, "-c", "import sys; from tiny_gpt.cli import main; sys.exit(main())"]
+
+
+def test_cli_prepare_shards(tmp_path, three_docs):
+    paths, texts = three_docs
+    for k in range(2):
+        result = subprocess.run([*_tiny_gpt(), "prepare", *map(str, paths), "--out", str(tmp_path / "s"),
+                                 "--shard", f"{k}/2", "--val-fraction", "0.3", "--workers", "1"],
+                                capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, result.stderr
+        assert f"wrote shard {k}/2 of" in result.stdout
+    train, val = open_store(tmp_path / "s"), open_store(tmp_path / "s", "val")
+    assert train.n_tokens + val.n_tokens == sum(len(encode(t)) for t in texts) + 3 + val.header["n_documents"]
+
+
+def test_cli_prepare_errors(tmp_path):
+    result = subprocess.run([*_tiny_gpt(), "prepare", str(tmp_path / "missing.txt"), "--out", str(tmp_path / "s")],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "missing.txt' does not exist" in result.stderr
+    result = subprocess.run([*_tiny_gpt(), "prepare", str(tmp_path), "--out", str(tmp_path / "s"), "--shard", "2/2"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "K counts from 0" in result.stderr
