@@ -80,7 +80,7 @@ def test_demo_report_is_short_sectioned_and_quick(verdict_run):
     headers = [l for l in out.stdout.splitlines() if l.startswith(("Stage 1:", "Part A:", "Part B:", "Input embeddings:"))]
     assert len(headers) == 5, headers
     assert len(out.stdout.splitlines()) < 150      # a preview of the split, not the whole story
-    assert "Gisburn's" not in out.stdout.split("📘")[0].split("🧩")[1][-200:] or True
+    assert "no exterminating our kind of art" not in out.stdout  # the story's last line is not printed
     assert "The Verdict is not available" not in out.stdout
     assert seconds < 60, seconds
 
@@ -151,9 +151,12 @@ def test_demo_piped_into_a_closed_reader_exits_quietly():
     assert "Traceback" not in out.stderr and "BrokenPipe" not in out.stderr, out.stderr
 
 
-store = pytest.importorskip("tiny_gpt.store", reason="the token store stage (tiny_gpt.store) is not there yet")
+try: from tiny_gpt import store
+except ImportError: store = None
+needs_store = pytest.mark.skipif(store is None, reason="the token store stage (tiny_gpt.store) is not there yet")
 
 
+@needs_store
 def test_prepare_round_trip(tmp_path):
     import numpy as np
     from tiny_gpt.tokenizers import TikTokenizer
@@ -170,6 +173,7 @@ def test_prepare_round_trip(tmp_path):
     assert demo.returncode == 2 and "the demo needs at least 26" in demo.stderr
 
 
+@needs_store
 def test_prepare_errors_are_one_line(tmp_path):
     out = run("prepare", tmp_path / "nope.txt", "--out", tmp_path / "store")
     assert out.returncode == 2 and out.stderr.startswith("tiny-gpt: error: ") and "Traceback" not in out.stderr
