@@ -284,9 +284,11 @@ def test_store_pickles_small_and_reopens_in_a_spawned_process(verdict_store):
 @needs_data
 def test_prepare_with_spawned_workers(tmp_path):
     "What Windows and macOS do: worker processes started with spawn rebuild the encoding offline."
-    code = ("import multiprocessing as mp, sys; mp.set_start_method('spawn')\n"
+    code = ("import multiprocessing as mp, sys\n"
             "from tiny_gpt.store import prepare_store\n"
-            "if __name__ == '__main__': prepare_store(sys.argv[1], sys.argv[2], chunk_bytes=1 << 16, workers=2, progress=False)")
+            "if __name__ == '__main__':\n"
+            "    mp.set_start_method('spawn')\n"
+            "    prepare_store(sys.argv[1], sys.argv[2], chunk_bytes=1 << 16, workers=2, progress=False)\n")
     script = tmp_path / "run.py"
     script.write_text(code, encoding="utf-8")
     env = os.environ | {"TIKTOKEN_CACHE_DIR": str(tmp_path / "no-cache"), "HTTPS_PROXY": "http://127.0.0.1:9"}
