@@ -50,6 +50,9 @@ def documented_symbols() -> dict[str, set[str]]:
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
     def log_message(self, *args): pass
 
+class _QuietServer(http.server.ThreadingHTTPServer):
+    def handle_error(self, request, client_address): pass  # the browser closing a connection early is not a failure
+
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory):
@@ -57,7 +60,7 @@ def site(tmp_path_factory):
     out = tmp_path_factory.mktemp("site")
     subprocess.run([sys.executable, str(ROOT / "tools" / "build_docs.py"), "--out", str(out)], check=True, cwd=ROOT)
     handler = functools.partial(_QuietHandler, directory=str(out))
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    httpd = _QuietServer(("127.0.0.1", 0), handler)
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     yield out, f"http://127.0.0.1:{httpd.server_address[1]}/"
     httpd.shutdown()
@@ -114,6 +117,9 @@ def test_pages_load_cleanly_in_chromium(site, browser):
         assert title in browser.title, (page, browser.title)
         errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
         assert not errors, (page, errors)
+        outside = browser.execute_script(
+            "return performance.getEntriesByType('resource').map(r => r.name).filter(u => !u.startsWith(arguments[0]))", base)
+        assert not outside, f"{page} requests files from outside the site: {outside}"
         ids = set(browser.execute_script("return Array.from(document.querySelectorAll('[id]')).map(e => e.id)"))
         missing = symbols.get(page, set()) - ids
         assert not missing, f"{page} has no section for {sorted(missing)}"

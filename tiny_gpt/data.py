@@ -349,6 +349,13 @@ def _as_dataset(source, max_length: int, stride: int, tokenizer: Tokenizer | Non
 # %% ../nbs/03_dataloader.ipynb #38f28a2e
 class WindowLoader(DataLoader):
     "A DataLoader of window batches: `set_epoch(epoch)`, and in-process batches without per-batch overhead."
+    def __init__(self,
+                 dataset: Dataset,  # windows with a vectorised `__getitems__` (`NextTokenDataset`, `TokenStoreDataset`)
+                 batch_sampler: Sampler,  # yields one index array per batch (`WindowBatchSampler`, `RandomWindowSampler`)
+                 collate_fn=collate_windows,  # turns a `__getitems__` result into `[inputs, targets]`
+                 **kwargs):  # passed on to `torch.utils.data.DataLoader`, e.g. num_workers, pin_memory
+        super().__init__(dataset, batch_sampler=batch_sampler, collate_fn=collate_fn, **kwargs)
+
     def set_epoch(self, epoch: int) -> None:
         "Use the window order of epoch `epoch` (call it at the start of each epoch)."
         self.batch_sampler.set_epoch(epoch)
