@@ -120,6 +120,8 @@ def test_pages_load_cleanly_in_chromium(site, browser):
         outside = browser.execute_script(
             "return performance.getEntriesByType('resource').map(r => r.name).filter(u => !u.startsWith(arguments[0]))", base)
         assert not outside, f"{page} requests files from outside the site: {outside}"
+        leaked = [h.text for h in browser.find_elements(By.CSS_SELECTOR, "h1, h2, h3, h4, .md-nav__link") if "{#" in h.text]
+        assert not leaked, f"{page}: heading attributes rendered as text: {leaked}"
         ids = set(browser.execute_script("return Array.from(document.querySelectorAll('[id]')).map(e => e.id)"))
         missing = symbols.get(page, set()) - ids
         assert not missing, f"{page} has no section for {sorted(missing)}"

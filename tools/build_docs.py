@@ -105,7 +105,10 @@ _SYMBOL_HEADING = re.compile(r"^(#{2,4}) ([A-Za-z_][\w.]*)[ \t]*$", re.MULTILINE
 
 def _anchor_symbols(markdown: str) -> str:
     "Give `### Name.method` headings nbdev's anchors (`#name.method`); MkDocs would drop the dot."
-    return _SYMBOL_HEADING.sub(lambda m: f"{m[1]} {m[2]} {{#{m[2].lower()}}}", markdown)
+    def heading(m: re.Match) -> str:
+        name = m[2].replace("_", r"\_")  # escaped, or `__iter__` would turn bold and break the id
+        return f"{m[1]} {name} {{#{name.lower()}}}"
+    return _SYMBOL_HEADING.sub(heading, markdown)
 
 
 _DIRECTIVE = re.compile(r"^#\|\s*([\w-]+):?\s*(.*)$", re.MULTILINE)
