@@ -1,6 +1,7 @@
 """Token store (tiny_gpt.store): safe cuts, ids equal whole-document encoding, shards, header checks, CLI, pickling."""
 from __future__ import annotations
 
+import io
 import json
 import multiprocessing
 import os
@@ -14,7 +15,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from tiny_gpt.store import (_encoding, first_safe_cut, last_safe_cut, open_store, parse_shard, prepare_store,
+from tiny_gpt.store import (_encoding, _next_cut, first_safe_cut, open_store, parse_shard, prepare_store,
                             shard_stem)
 
 DATA = Path(os.environ.get("TINY_GPT_DATA", "/nonexistent"))
@@ -69,14 +70,12 @@ def test_every_safe_cut_keeps_ids(text):
 
 
 @settings(max_examples=300, deadline=None)
-@given(texts, st.integers(1, 64))
-def test_last_safe_cut_is_the_largest(text, window):
+@given(texts, st.integers(0, 80), st.integers(1, 16))
+def test_next_cut_reads_a_file_in_blocks(text, target, block):
+    "The first safe cut at or after `target` and before the end, found by reading the file `block` bytes at a time."
     data = text.encode()
-    cuts = all_cuts(data)
-    assert last_safe_cut(data, window=window) == (cuts[-1] if cuts else None)
-    for lo in (1, len(data) // 2):
-        later = [c for c in cuts if c >= lo]
-        assert last_safe_cut(data, lo, window=window) == (later[-1] if later else None)
+    later = [c for c in all_cuts(data) if c >= target]
+    assert _next_cut(io.BytesIO(data), target, len(data), block) == (later[0] if later else len(data))
 
 
 @pytest.mark.parametrize("c", [chr(c) for c in WHITE_SPACE if c > 0x7F] + ["\x1c", "\x1f"])
@@ -156,12 +155,12 @@ def test_interrupted_run_leaves_nothing_that_looks_complete(tmp_path, monkeypatc
     import tiny_gpt.store as store
     (tmp_path / "a.txt").write_text("word " * 2000, encoding="utf-8")
     prepare_store(tmp_path / "a.txt", tmp_path / "s", chunk_bytes=100, workers=0, progress=False)
-    calls = []
+    calls, encode_piece = [], store._encode_piece
 
     def failing(*args):
         calls.append(1)
         if len(calls) > 3: raise KeyboardInterrupt
-        return store._encode_piece(*args)
+        return encode_piece(*args)
 
     monkeypatch.setattr(store, "_encode_piece", failing)
     with pytest.raises(KeyboardInterrupt):
@@ -169,6 +168,22 @@ def test_interrupted_run_leaves_nothing_that_looks_complete(tmp_path, monkeypatc
     names = sorted(p.name for p in (tmp_path / "s").iterdir())
     assert names == ["shard-00000-of-00001.train.bin"]  # the old tokens, but no header: the shard is absent
     with pytest.raises(FileNotFoundError, match="holds no token store header"): open_store(tmp_path / "s")
+
+
+def test_a_source_that_changes_during_the_run_is_refused(tmp_path, monkeypatch):
+    "Workers read their pieces themselves, so prepare_store checks that no source changed while it ran."
+    import tiny_gpt.store as store
+    (tmp_path / "a.txt").write_text("word " * 2000, encoding="utf-8")
+    encode_piece = store._encode_piece
+
+    def appending(*args):
+        with open(tmp_path / "a.txt", "a", encoding="utf-8") as f: f.write("more ")
+        return encode_piece(*args)
+
+    monkeypatch.setattr(store, "_encode_piece", appending)
+    with pytest.raises(ValueError, match="a.txt' changed while being prepared"):
+        store.prepare_store(tmp_path / "a.txt", tmp_path / "s", chunk_bytes=100, workers=0, progress=False)
+    assert not list((tmp_path / "s").glob("*.json"))
 
 
 # ---------------------------------------------------------------- shards
@@ -192,6 +207,50 @@ def test_shards_read_as_one_store(tmp_path, three_docs):
     expected = [encode(texts[i]) + [EOT] for i in (0, 2, 1)]  # shard 0: documents 0 and 2; shard 1: document 1
     assert np.concatenate(store.shards).tolist() == sum(expected, [])
     assert store.header["n_documents"] == 3 and store.header["n_shards"] == 2
+
+
+@pytest.mark.parametrize("n_shards, val_fraction", [(2, 0.0), (3, 0.3)])
+def test_sharded_store_equals_its_documents_prepared_alone(tmp_path, n_shards, val_fraction):
+    """Shard K of N is byte for byte the store of documents K, K+N, ... prepared alone; each document's ids are those
+    of the unsharded store; and the data loader's windows over the shards (none crosses a shard) are those of the
+    per-shard stores one after the other. (They are not the unsharded store's windows: documents are grouped by
+    shard, and windows that would span two shards are not made.)"""
+    import torch
+    from tiny_gpt.data import TokenStoreDataset
+    texts = [f"Document {i}.\n\n" + "word " * (7 * i + 3) + ("\n" if i % 2 else "") for i in range(7)]
+    paths = []
+    for i, t in enumerate(texts):
+        (path := tmp_path / f"d{i}.txt").write_text(t, encoding="utf-8")
+        paths.append(path)
+    for k in range(n_shards):
+        prepare_store(paths, tmp_path / "sharded", shard=f"{k}/{n_shards}", val_fraction=val_fraction, chunk_bytes=16,
+                      workers=0, progress=False)
+        prepare_store(paths[k::n_shards], tmp_path / f"alone{k}", val_fraction=val_fraction, progress=False)
+    prepare_store(paths, tmp_path / "whole", val_fraction=val_fraction, chunk_bytes=16, workers=0, progress=False)
+    splits = ["train", "val"] if val_fraction else ["train"]
+    for k in range(n_shards):
+        for split in splits:
+            assert ((tmp_path / "sharded" / f"{shard_stem(k, n_shards)}.{split}.bin").read_bytes()
+                    == (tmp_path / f"alone{k}" / f"{shard_stem(0, 1)}.{split}.bin").read_bytes())
+
+    def runs(folder: Path, split: str) -> dict[str, list[int]]:
+        "Each document's ids (with its <|endoftext|>) in `split`, by source path."
+        out = {}
+        for header, shard in zip(open_store(folder, split).headers, open_store(folder, split).shards):
+            ids, at = shard.tolist(), 0
+            for src in header["sources"]:
+                out[src["path"]] = ids[at:at + src["n_tokens"][split]]; at += src["n_tokens"][split]
+        return out
+
+    for split in splits:
+        assert runs(tmp_path / "sharded", split) == runs(tmp_path / "whole", split)
+        sharded = TokenStoreDataset(open_store(tmp_path / "sharded", split).shards, max_length=4, stride=3)
+        alone = [TokenStoreDataset(open_store(tmp_path / f"alone{k}", split).shards, max_length=4, stride=3)
+                 for k in range(n_shards)]
+        assert len(sharded) == sum(len(a) for a in alone)
+        got = sharded.__getitems__(list(range(len(sharded))))
+        assert torch.equal(got.inputs, torch.cat([a.__getitems__(list(range(len(a)))).inputs for a in alone]))
+        assert torch.equal(got.targets, torch.cat([a.__getitems__(list(range(len(a)))).targets for a in alone]))
 
 
 def test_more_shards_than_documents(tmp_path, three_docs):

@@ -27,8 +27,8 @@ from .io import atomic_write, sha256_file
 from .tokenizers import TikTokenizer
 
 # %% auto #0
-__all__ = ['STORE_FORMAT', 'STORE_VERSION', 'VERIFY_AUTO_BYTES', 'first_safe_cut', 'last_safe_cut', 'token_dtype', 'parse_shard',
-           'shard_stem', 'prepare_store', 'TokenStore', 'open_store', 'add_prepare_parser', 'run_prepare']
+__all__ = ['STORE_FORMAT', 'STORE_VERSION', 'VERIFY_AUTO_BYTES', 'first_safe_cut', 'token_dtype', 'parse_shard', 'shard_stem',
+           'prepare_store', 'TokenStore', 'open_store', 'add_prepare_parser', 'run_prepare']
 
 # %% ../nbs/03a_store.ipynb #6bdc7ce4
 _CUT_PAIR = re.compile(rb"[^ \t\n\v\f\r][ \t\n\v\f\r]")  # a non-whitespace byte followed by an ASCII whitespace byte
@@ -49,42 +49,34 @@ def first_safe_cut(
         if _non_space_ends_at(data, m.start() + 1): return m.start() + 1
     return None
 
-def last_safe_cut(
-    data: bytes | bytearray,  # UTF-8 text
-    lo: int = 1,              # smallest cut to consider
-    window: int = 1 << 16,    # bytes searched per step, from the end backwards
-) -> int | None:
-    "The largest offset `p >= lo` where `data[:p]` and `data[p:]` tokenize as `data` does, or None."
-    hi, floor, window = len(data), max(lo - 1, 0), max(window, 2)
-    while hi > floor + 1:
-        w0 = max(floor, hi - window)
-        for p in reversed([m.start() + 1 for m in _CUT_PAIR.finditer(data, w0, hi)]):
-            if p >= lo and _non_space_ends_at(data, p): return p
-        if w0 == floor: return None
-        hi = w0 + 1  # the next window ends where a pair starting just before `w0` would end
-    return None
-
 # %% ../nbs/03a_store.ipynb #b6dde397
-def _read_pieces(
+def _next_cut(
+    f: BinaryIO,         # the document, opened in binary mode
+    target: int,         # smallest cut wanted
+    end: int,            # where the text ends: the answer when no safe cut lies in [target, end)
+    block: int = 1 << 12,  # bytes read at a time
+) -> int:
+    "The first safe cut of `f` at or after byte `target`, or `end` if there is none before it."
+    if target >= end: return end
+    target, pos = max(target, 1), max(target - 4, 0)  # 4 bytes back: the character before a cut is needed
+    f.seek(pos)
+    data = bytearray()
+    while pos + len(data) < end and (new := f.read(min(block, end - pos - len(data)))):
+        data += new
+        if (p := first_safe_cut(data, max(target - pos, len(data) - len(new) - 1))) is not None: return pos + p
+    return end
+
+def _piece_bounds(
     f: BinaryIO,        # the document, opened in binary mode
-    start: int,         # first byte to read
-    end: int,           # one past the last byte to read
+    start: int,         # first byte of the text to cut
+    end: int,           # one past its last byte (a safe cut or the end of the document)
     chunk_bytes: int,   # target piece size
-    sha: "hashlib._Hash",  # updated with every byte read
-) -> Iterator[tuple[int, bytes]]:
-    "(offset, piece) pairs covering bytes [start, end) of `f`, each piece ending at a safe cut."
-    f.seek(start)
-    buf, offset, pos, lo = bytearray(), start, start, 1
-    while pos < end:
-        block = f.read(min(chunk_bytes, end - pos))
-        if not block: raise ValueError(f"'{f.name}' ended at byte {pos}, before its size {end}: it changed while being read")
-        sha.update(block); buf += block; pos += len(block)
-        if pos == end or len(buf) < chunk_bytes: continue
-        cut = last_safe_cut(buf, lo)
-        if cut is None: lo = len(buf); continue  # no cut yet: read on, search only the new bytes next time
-        yield offset, bytes(buf[:cut])
-        del buf[:cut]; offset += cut; lo = 1
-    if buf: yield offset, bytes(buf)
+) -> Iterator[tuple[int, int]]:
+    "(start, end) byte ranges covering [start, end) of `f`: each ends at a safe cut, and all but the last are >= `chunk_bytes`."
+    while start < end:
+        cut = _next_cut(f, start + chunk_bytes, end)
+        yield start, cut
+        start = cut
 
 # %% ../nbs/03a_store.ipynb #5865b987
 @functools.lru_cache(maxsize=None)
@@ -94,15 +86,21 @@ def _encoding(name: str):
 
 def _encode_piece(
     name: str,      # tiktoken encoding name
-    data: bytes,    # a UTF-8 piece ending at a safe cut
+    path: str,      # the document
+    start: int,     # first byte of the piece
+    end: int,       # one past its last byte: a safe cut
     dtype: str,     # numpy dtype of the ids, e.g. "<u2"
-    path: str,      # the document, for error messages
-    offset: int,    # where the piece starts in it
 ) -> np.ndarray:
-    "Token ids of one piece of text, as a 1-D array (runs in a worker)."
+    "Token ids of bytes [start, end) of the file `path`, as a 1-D array (runs in a worker, which reads the piece itself)."
+    with open(path, "rb") as f:
+        f.seek(start)
+        data = f.read(end - start)
+    if len(data) != end - start:
+        raise ValueError(f"'{path}' ended at byte {start + len(data)}, before byte {end}: it changed while being "
+                         "prepared; prepare it again once nothing writes to it")
     try: text = data.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise ValueError(f"'{path}' is not valid UTF-8 at byte {offset + e.start} "
+        raise ValueError(f"'{path}' is not valid UTF-8 at byte {start + e.start} "
                          f"({data[e.start:e.start + 4]!r}): re-save it as UTF-8, e.g. `iconv -f cp1252 -t utf-8`") from None
     return _encoding(name).encode_to_numpy(text, disallowed_special=()).astype(dtype)
 
@@ -133,15 +131,8 @@ def _val_start(
     val_fraction: float, # share of its bytes for the val split
 ) -> int:
     "Byte offset where the document's val tail begins: the first safe cut at or after `(1 - val_fraction) * size`."
-    target = size - round(size * val_fraction)
-    if val_fraction <= 0 or target >= size: return size
-    target, pos = max(target, 1), max(target - 4, 0)  # 4 bytes back: the character before a cut is needed
-    f.seek(pos)
-    data = bytearray()
-    while block := f.read(1 << 16):
-        data += block
-        if (p := first_safe_cut(data, max(target - pos, len(data) - len(block) - 1))) is not None: return pos + p
-    return size  # no safe cut after the target: the whole document is train
+    if val_fraction <= 0: return size
+    return _next_cut(f, size - round(size * val_fraction), size)  # size when no safe cut follows: all train
 
 # %% ../nbs/03a_store.ipynb #38e2fc28
 def parse_shard(
@@ -208,7 +199,8 @@ def prepare_store(
     stem = shard_stem(k, n)
     (out / f"{stem}.json").unlink(missing_ok=True)  # until the new header lands, this shard is absent
     splits = ["train", "val"] if val_fraction > 0 else ["train"]
-    sizes = [d.stat().st_size for d in docs]
+    before = [d.stat() for d in docs]
+    sizes = [st.st_size for st in before]
     eot = np.array([encoding.eot_token], dtype=dtype)
     stats = {s: {"file": f"{stem}.{s}.bin", "n_tokens": 0, "n_documents": 0, "sha256": hashlib.sha256()} for s in splits}
     sources = [{"path": str(d), "bytes": size, "sha256": None, "n_tokens": dict.fromkeys(splits, 0)}
@@ -231,19 +223,23 @@ def prepare_store(
             bar.update(nbytes)
 
         try:
+            hashes = []
             for i, (doc, size) in enumerate(zip(docs, sizes)):
-                sha = hashlib.sha256()
+                hashes.append(_submit(pool, sha256_file, doc))  # a worker hashes the source between two pieces
                 with open(doc, "rb") as f:
                     v = _val_start(f, size, val_fraction)
                     for split, (a, b) in zip(splits, [(0, v), (v, size)]):
                         if a == b: continue
-                        for offset, piece in _read_pieces(f, a, b, chunk_bytes, sha):
-                            pending.append((split, i, _submit(pool, _encode_piece, name, piece, dtype.str, str(doc), offset), len(piece)))
+                        for start, end in _piece_bounds(f, a, b, chunk_bytes):
+                            pending.append((split, i, _submit(pool, _encode_piece, name, str(doc), start, end, dtype.str), end - start))
                             while len(pending) > 2 * max(workers, 1): write_oldest()
                         pending.append((split, i, _submit(None, lambda: eot), 0))
                         stats[split]["n_documents"] += 1
-                sources[i]["sha256"] = sha.hexdigest()
             while pending: write_oldest()
+            for source, doc, st, sha in zip(sources, docs, before, hashes):
+                if (now := doc.stat()).st_size != st.st_size or now.st_mtime_ns != st.st_mtime_ns:
+                    raise ValueError(f"'{doc}' changed while being prepared: prepare it again once nothing writes to it")
+                source["sha256"] = sha.result()
         except BaseException:
             if pool is not None: pool.shutdown(wait=True, cancel_futures=True)
             raise
