@@ -4,26 +4,72 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+import regex
+import tiktoken
 from hypothesis import given, settings, strategies as st
 
-from tiny_gpt.bpe import BPETokenizer, count_pairs, merge_word, pretokenize, _learn_merges, count_pretokens, _text_chunks
+from tiny_gpt.bpe import (BPETokenizer, count_pairs, merge_word, pretokenize, _learn_merges, count_pretokens, _text_chunks,
+                          LETTER, NUMBER, NEWER_LETTERS, NEWER_NUMBERS, GPT4_SPLIT)
 from tiny_gpt.tokenizers import TikTokenizer
 
 DATA = Path(os.environ.get("TINY_GPT_DATA", Path(__file__).parents[2] / "shared" / "data"))
+CL100K_PATTERN = r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3}+| ?[^\s\p{L}\p{N}]++[\r\n]*+|\s++$|\s*[\r\n]|\s+(?!\S)|\s"""  # tiktoken's
 OURS, THEIRS = BPETokenizer.gpt2(), TikTokenizer("gpt2").encoding
 OURS_ALL, THEIRS_ALL = BPETokenizer.gpt2("all"), TikTokenizer("gpt2", "all")
 
 # Text that stresses a byte-level tokenizer: every Unicode category but lone surrogates, plus the
-# pieces GPT-2's pattern treats specially.
-tricky = st.sampled_from(["'s", "'t", "'re", "'ve", "'m", "'ll", "'d", "'S", " ", "  ", "\t", "\n", "\r\n", "\n\n\n",
-                          "\u00a0", "\u3000", "123", " 4567", "<|endoftext|>", "<|endoftext", "🦜", "👩‍👩‍👧", "é", "e\u0301"])
-texts = st.lists(st.one_of(st.text(st.characters(blacklist_categories=("Cs",)), max_size=12), tricky), max_size=25).map("".join)
+# pieces GPT-2's pattern treats specially, plus the code points where regex engines disagree: letters
+# and numbers newer than tiktoken's Unicode 16.0 tables, unassigned, private-use and astral ones.
+EVERY_CHAR = "".join(map(chr, [*range(0xD800), *range(0xE000, 0x110000)]))
+NEWER_CHARS = regex.findall(f"[{NEWER_LETTERS}{NEWER_NUMBERS}]", EVERY_CHAR)
+UNASSIGNED = regex.findall(r"\p{Cn}", EVERY_CHAR)  # per Python's regex; several are assigned in newer Unicode
+tricky = st.sampled_from(["'s", "'t", "'re", "'ve", "'m", "'ll", "'d", "'S", "'LL", "'", "''", " '", " ", "  ", "\t", "\n",
+                          "\r\n", "\r", "\n\n\n", " \n", "\x0b", "\x0c", "\x85", "\u2028", "\u00a0", "\u3000", "123",
+                          " 4567", "٣", "²", "Ⅻ", "<|endoftext|>", "<|endoftext", "🦜", "👩‍👩‍👧", "👍🏽", "❤️", "🇫🇷", "é", "e\u0301",
+                          "\U0003d000", "\U000323b0", "\U00011de0", "\ufffe", "\U0010ffff"])
+unusual_char = st.one_of(
+    st.sampled_from(NEWER_CHARS), st.sampled_from(UNASSIGNED),
+    st.characters(min_codepoint=0xE000, max_codepoint=0xF8FF), st.characters(min_codepoint=0xF0000),  # private use
+    st.characters(min_codepoint=0x10000, blacklist_categories=("Cs",)),  # astral
+    st.characters(whitelist_categories=("Nd", "Nl", "No", "Zs", "Zl", "Zp", "Cc", "Mn", "So", "Lo", "Lm")))
+texts = st.lists(st.one_of(st.text(st.characters(blacklist_categories=("Cs",)), max_size=12), tricky,
+                           st.text(unusual_char, min_size=1, max_size=4),
+                           st.text(st.sampled_from(" \t\n\r\u00a0\u3000"), min_size=1, max_size=6),  # whitespace runs
+                           st.from_regex(r"[0-9]{1,6}", fullmatch=True)), max_size=25).map("".join)
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=1000, deadline=None)
 @given(texts)
 def test_gpt2_encode_ordinary_equals_tiktoken(text):
     assert OURS.encode_ordinary(text) == THEIRS.encode_ordinary(text)
+
+
+@pytest.mark.parametrize("text", ["\U0003d000's", "\U0003d000\U0003d000've", "a\U00011de0'll 12\U00011de0", "\uab6c'd",
+                                  "\U000105c0's", "\U000e0000's", "\ue000's", "\U0010fffd'm", "x\ud83dy", "\ud83d\ude00's"])
+def test_gpt2_known_disagreements_are_gone(text):
+    assert OURS.encode_ordinary(text) == THEIRS.encode_ordinary(text)
+
+
+def tiktoken_class(cls: str) -> set[str]:
+    "The code points that tiktoken's regex engine (Rust) puts in `cls`."
+    bytes_only = tiktoken.Encoding("probe", pat_str=cls, mergeable_ranks={bytes([b]): b for b in range(256)}, special_tokens={})
+    return set(bytes_only.decode(bytes_only.encode_ordinary(EVERY_CHAR)))
+
+
+@pytest.mark.parametrize("ours, theirs", [(LETTER, r"\p{L}"), (NUMBER, r"\p{N}"), (r"\s", r"\s")])
+def test_character_classes_equal_tiktokens_on_every_code_point(ours, theirs):
+    assert set(regex.findall(ours, EVERY_CHAR)) == tiktoken_class(theirs)
+
+
+@settings(max_examples=300, deadline=None)
+@given(texts)
+def test_gpt4_split_equals_tiktokens_engine(text):
+    "GPT-4's pattern, checked through tiktoken's engine: its pieces, each a token of a vocabulary made of them."
+    pieces = pretokenize(text, GPT4_SPLIT)
+    vocab = {bytes([b]): b for b in range(256)}
+    for p in pieces: vocab.setdefault(p.encode(), len(vocab))
+    enc = tiktoken.Encoding("probe", pat_str=CL100K_PATTERN, mergeable_ranks=vocab, special_tokens={})
+    assert [enc.decode_single_token_bytes(i) for i in enc.encode_ordinary(text)] == [p.encode() for p in pieces]
 
 
 @settings(max_examples=200, deadline=None)
@@ -66,7 +112,7 @@ def naive_merges(words: Counter, n: int) -> list:
 def test_incremental_trainer_equals_naive(text, n):
     counts = count_pretokens(text)
     words = Counter({tuple(p.encode()): f for p, f in counts.items()})
-    assert _learn_merges([list(p.encode()) for p in counts], list(counts.values()), n, False) == naive_merges(words, n)
+    assert _learn_merges([p.encode().decode("latin-1") for p in counts], list(counts.values()), n, False) == naive_merges(words, n)
 
 
 @settings(max_examples=150, deadline=None)

@@ -5,6 +5,7 @@
 # %% ../nbs/02a_bpe.ipynb #ae2d19ee
 from __future__ import annotations
 
+import functools
 import heapq
 import json
 import multiprocessing
@@ -13,6 +14,7 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator, Set
 from pathlib import Path
 from typing import Literal
+import warnings
 
 import regex
 from fastcore.basics import patch
@@ -22,20 +24,68 @@ from .io import atomic_write
 from .tokenizers import ENDOFTEXT, GPT2_PATTERN, gpt2_bpe_files
 
 # %% auto #0
-__all__ = ['GPT4_PATTERN', 'PATTERNS', 'FORMAT', 'VERSION', 'pretokenize', 'merge_bytes', 'BPETokenizer', 'bytes_to_unicode',
-           'load_gpt2_ranks', 'count_pairs', 'merge_word', 'count_pretokens']
+__all__ = ['NEWER_LETTERS', 'NEWER_NUMBERS', 'LETTER', 'NUMBER', 'NEWER', 'GPT2_SPLIT', 'GPT4_SPLIT', 'GPT4_PATTERN', 'PATTERNS',
+           'FORMAT', 'VERSION', 'pretokenize', 'merge_bytes', 'BPETokenizer', 'bytes_to_unicode', 'load_gpt2_ranks',
+           'count_pairs', 'merge_word', 'count_pretokens']
 
 # %% ../nbs/02a_bpe.ipynb #0cbab2d8
-GPT4_PATTERN = (r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3}+| ?[^\s\p{L}\p{N}]++[\r\n]*+|"""
-                r"""\s++$|\s*[\r\n]|\s+(?!\S)|\s""")
-PATTERNS = {"gpt2": GPT2_PATTERN, "gpt4": GPT4_PATTERN}  # named split patterns
+# Letters and numbers that Unicode 17.0 and 18.0 added. Python's `regex` (Unicode 18.0 tables) knows
+# them; tiktoken's Rust engine (Unicode 16.0 tables) does not: for it they are unassigned code points.
+NEWER_LETTERS = (
+    r"\u0558\u058b-\u058c\u088f\u0c5c\u0cdc\u208f\u209d-\u209f\ua7ce-\ua7cf\ua7d2\ua7d4"
+    r"\ua7dd\ua7e2\ua7f1\uab6c-\uab6d\U000107bb-\U000107bf\U00010940-\U00010959"
+    r"\U00010ec5-\U00010ec7\U00010ed9-\U00010eee\U00011b0a\U00011db0-\U00011ddb\U00011df1"
+    r"\U00016ea0-\U00016eb8\U00016ebb-\U00016ed3\U00016ff2-\U00016ff3\U000187f8-\U000187ff"
+    r"\U00018cd6-\U00018cda\U00018d09-\U00018d20\U00018d80-\U00018df2\U00018e00-\U00019191"
+    r"\U000191a0-\U000191d2\U0001b123-\U0001b128\U0001b168\U0001d6a6\U0001df1f-\U0001df24"
+    r"\U0001df2b-\U0001df81\U0001df90-\U0001df96\U0001dfcd-\U0001dfff\U0001e6c0-\U0001e6de"
+    r"\U0001e6e0-\U0001e6e2\U0001e6e4-\U0001e6e5\U0001e6e7-\U0001e6ed\U0001e6f0-\U0001e6f4"
+    r"\U0001e6fe-\U0001e6ff\U0002b73a-\U0002b73f\U0002b81e\U0002cea2-\U0002cead"
+    r"\U000323b0-\U00033479\U0003d000-\U0003fc3f")
+NEWER_NUMBERS = r"\U00011de0-\U00011de9\U0001246f\U00012475-\U0001247f\U00012550-\U00012686\U00016ff4-\U00016ff6"
+
+LETTER = rf"[^\P{{L}}{NEWER_LETTERS}]"  # a letter of Unicode 16.0: tiktoken's \p{L}
+NUMBER = rf"[^\P{{N}}{NEWER_NUMBERS}]"  # a number of Unicode 16.0: tiktoken's \p{N}
+NEWER = f"[{NEWER_LETTERS}{NEWER_NUMBERS}]"  # for tiktoken, neither letter nor number
+
+def _gpt2_pattern(letter: str, number: str, other: str) -> str:
+    "GPT-2's split pattern, written with the given letter, number and 'other' classes."
+    return rf"'(?:[sdmt]|ll|ve|re)| ?{letter}++| ?{number}++| ?{other}++|\s++$|\s+(?!\S)|\s"
+
+def _gpt4_pattern(letter: str, number: str, other: str, not_crlf_letter_number: str) -> str:
+    "GPT-4's (cl100k) split pattern, written with the given classes."
+    return (rf"'(?i:[sdmt]|ll|ve|re)|{not_crlf_letter_number}?+{letter}++|{number}{{1,3}}+| ?{other}++[\r\n]*+|"
+            rf"\s++$|\s*[\r\n]|\s+(?!\S)|\s")
+
+GPT2_SPLIT = _gpt2_pattern(LETTER, NUMBER, rf"(?:[^\s\p{{L}}\p{{N}}]|{NEWER})")
+GPT4_SPLIT = _gpt4_pattern(LETTER, NUMBER, rf"(?:[^\s\p{{L}}\p{{N}}]|{NEWER})", rf"(?:[^\r\n\p{{L}}\p{{N}}]|{NEWER})")
+GPT4_PATTERN = _gpt4_pattern(r"\p{L}", r"\p{N}", r"[^\s\p{L}\p{N}]", r"[^\r\n\p{L}\p{N}]")  # tiktoken's string
+PATTERNS = {"gpt2": GPT2_SPLIT, "gpt4": GPT4_SPLIT,  # named split patterns, exactly as tiktoken splits
+            GPT2_PATTERN: GPT2_SPLIT, GPT4_PATTERN: GPT4_SPLIT}  # tiktoken's own strings name them too
+_PLAIN_TWIN = {GPT2_SPLIT: _gpt2_pattern(r"\p{L}", r"\p{N}", r"[^\s\p{L}\p{N}]"), GPT4_SPLIT: GPT4_PATTERN}
+_NEWER = regex.compile(NEWER)
+
+if not regex.match(r"\p{L}", "\U000105c0"):  # TODHRI LETTER A, new in Unicode 16.0
+    warnings.warn("the installed `regex` module has Unicode tables older than 16.0, so GPT-2's pre-tokenizer will differ "
+                  "from tiktoken's on the newest letters: pip install -U regex")
+
+# %% ../nbs/02a_bpe.ipynb #52e08599
+@functools.lru_cache(maxsize=None)
+def _compile_split(pattern: str) -> tuple[regex.Pattern, regex.Pattern]:
+    "`pattern` compiled, and its faster twin for text without newer code points (itself if it has none)."
+    return regex.compile(pattern), regex.compile(_PLAIN_TWIN.get(pattern, pattern))
+
+def _splitter(text: str, pattern: str) -> regex.Pattern:
+    "The compiled `pattern` to cut `text` with: the plain twin when `text` holds no newer code point."
+    exact, plain = _compile_split(pattern)
+    return plain if text.isascii() or not _NEWER.search("".join(set(text))) else exact
 
 def pretokenize(
-    text: str,            # text without special tokens
-    pattern: str = GPT2_PATTERN,  # the split regex
+    text: str,                   # text without special tokens
+    pattern: str = GPT2_SPLIT,   # the split regex, or "gpt2"/"gpt4"
 ) -> list[str]:
     "Cut `text` into the pre-tokens BPE merges within."
-    return regex.findall(pattern, text)
+    return _splitter(text, PATTERNS.get(pattern, pattern)).findall(text)
 
 # %% ../nbs/02a_bpe.ipynb #b66bc062
 def merge_bytes(
@@ -59,7 +109,7 @@ class BPETokenizer:
     def __init__(self,
                  ranks: dict[bytes, int],          # token bytes -> id; all 256 single bytes included
                  special_tokens: dict[str, int] = {},  # special token text -> id (ids above the ranks)
-                 pattern: str = GPT2_PATTERN,      # pre-tokenization regex, or "gpt2"/"gpt4"
+                 pattern: str = "gpt2",            # pre-tokenization regex, or "gpt2"/"gpt4"
                  name: str = "bpe",                # a name for messages and saved files
                  allowed_special: Set[str] | Literal["all"] = frozenset(),  # specials `encode` may produce
                 ):
@@ -73,7 +123,7 @@ class BPETokenizer:
         self.allowed_special = "all" if allowed_special == "all" else frozenset(allowed_special)
         if self.allowed_special != "all" and (unknown := self.allowed_special - set(self.special_tokens)):
             raise ValueError(f"allowed_special has tokens {sorted(unknown)} that this tokenizer does not have")
-        self._compiled, self._cache = regex.compile(self.pattern), {}
+        self._cache = {}  # pre-token -> ids
 
     @property
     def eot_token(self) -> int | None:
@@ -97,13 +147,22 @@ def _encode_piece(self: BPETokenizer, piece: str) -> list[int]:
     return ids
 
 @patch
+def _encode_pieces(self: BPETokenizer, text: str) -> list[int]:
+    "Ids of `text`, pre-token by pre-token."
+    ids, cache = [], self._cache
+    for piece in _splitter(text, self.pattern).findall(text):
+        piece_ids = cache.get(piece)
+        ids += piece_ids if piece_ids is not None else self._encode_piece(piece)
+    return ids
+
+@patch
 def encode_ordinary(self: BPETokenizer,
                     text: str,  # text; special-token text is encoded as ordinary text
                    ) -> list[int]:
     "Token ids of `text`, ignoring special tokens."
-    ids = []
-    for piece in self._compiled.findall(text): ids.extend(self._encode_piece(piece))
-    return ids
+    try: return self._encode_pieces(text)
+    except UnicodeEncodeError:  # lone surrogates have no UTF-8: like tiktoken, read the text as UTF-16, � for them
+        return self._encode_pieces(text.encode("utf-16", "surrogatepass").decode("utf-16", "replace"))
 
 # %% ../nbs/02a_bpe.ipynb #c35c5cf6
 @patch
@@ -174,7 +233,7 @@ def gpt2(cls: BPETokenizer,
          allowed_special: Set[str] | Literal["all"] = frozenset(),  # special tokens `encode` may produce
         ) -> BPETokenizer:
     "GPT-2's tokenizer in plain Python: the same ids as tiktoken's 'gpt2'."
-    return cls(load_gpt2_ranks(), {ENDOFTEXT: 50256}, GPT2_PATTERN, "gpt2", allowed_special)
+    return cls(load_gpt2_ranks(), {ENDOFTEXT: 50256}, "gpt2", "gpt2", allowed_special)
 
 # %% ../nbs/02a_bpe.ipynb #cfbbdb55
 def count_pairs(words: dict[tuple[int, ...], int]) -> Counter:
@@ -227,12 +286,12 @@ def _text_chunks(text: str, chunk_chars: int = 1 << 20) -> Iterator[str]:
 def _count_chunk(args: tuple[str, str]) -> Counter:
     "Distinct pre-tokens of one chunk with their counts."
     chunk, pattern = args
-    return Counter(regex.findall(pattern, chunk))
+    return Counter(pretokenize(chunk, pattern))
 
 # %% ../nbs/02a_bpe.ipynb #abf80fc0
 def count_pretokens(
     sources: str | os.PathLike | Iterable[str | os.PathLike],  # text (a str), a file (a Path), or a list of files
-    pattern: str = GPT2_PATTERN,  # the split regex
+    pattern: str = GPT2_SPLIT,    # the split regex, or "gpt2"/"gpt4"
     workers: int = 1,             # processes counting chunks in parallel
 ) -> Counter:
     "Every distinct pre-token of `sources` with its frequency, read chunk by chunk."
@@ -252,31 +311,53 @@ def count_pretokens(
     return total
 
 # %% ../nbs/02a_bpe.ipynb #9a056c76
-def _learn_merges(words: list[list[int]], freqs: list[int], n_merges: int, progress: bool) -> list[tuple[int, int]]:
-    "The `n_merges` most frequent pairs, merged one after another, with incremental counts."
-    counts, where = defaultdict(int), defaultdict(set)
+def _count_word_pairs(words: list[str], freqs: list[int]) -> tuple[defaultdict, defaultdict]:
+    "`counts[pair]` and `where[pair]` (the words holding it) over `words`, strings of token ids."
+    counts, where = defaultdict(int), defaultdict(list)
     for w, (word, f) in enumerate(zip(words, freqs)):
-        for pair in zip(word, word[1:]): counts[pair] += f; where[pair].add(w)
+        for i in range(len(word) - 1):
+            pair = word[i : i + 2]
+            counts[pair] += f; where[pair].append(w)
+    return counts, where
+
+# %% ../nbs/02a_bpe.ipynb #765249dd
+def _learn_merges(words: list[str], freqs: list[int], n_merges: int, progress: bool) -> list[tuple[int, int]]:
+    "The `n_merges` most frequent pairs of `words` (strings of token ids), merged one after another."
+    counts, where = _count_word_pairs(words, freqs)
     heap = [(-n, pair) for pair, n in counts.items()]
     heapq.heapify(heap)
     merges = []
     for new_id in tqdm(range(256, 256 + n_merges), desc="merges", disable=not progress, leave=False):
-        while heap and -heap[0][0] != counts.get(heap[0][1], 0): heapq.heappop(heap)  # stale entries
-        if not heap: break
-        _, pair = heapq.heappop(heap)
-        merges.append(pair)
-        changed = set()
-        for w in where.pop(pair):
-            word, f = words[w], freqs[w]
-            for p in zip(word, word[1:]): counts[p] -= f; changed.add(p)  # take the old word's pairs out ...
-            words[w] = word = list(merge_word(tuple(word), pair, new_id))
-            for p in zip(word, word[1:]): counts[p] += f; where[p].add(w); changed.add(p)  # ... and the new ones in
+        while heap and -heap[0][0] != (n := counts.get(heap[0][1], 0)):  # stale: fell since pushed
+            if n: heapq.heapreplace(heap, (-n, heap[0][1]))
+            else: heapq.heappop(heap)
+        if not heap: break  # every word is a single token
+        pair = heapq.heappop(heap)[1]
+        a, b, new = pair[0], pair[1], chr(new_id)
+        merges.append((ord(a), ord(b)))
+        born = set()
+        for w in dict.fromkeys(where.pop(pair)):  # each word once
+            if pair not in words[w]: continue  # it lost the pair in an earlier merge
+            words[w] = word = words[w].replace(pair, new)
+            f, j = freqs[w], word.find(new)
+            while j >= 0:
+                gone = []
+                if j > 0:
+                    x = word[j - 1]
+                    gone.append((b if x == new else x) + a)
+                    p = x + new; counts[p] += f; where[p].append(w); born.add(p)
+                if j + 1 < len(word) and (y := word[j + 1]) != new:
+                    gone.append(b + y)
+                    p = new + y; counts[p] += f; where[p].append(w); born.add(p)
+                for p in gone:
+                    if left := counts[p] - f: counts[p] = left
+                    else: del counts[p]; where.pop(p, None)  # no word holds it any more: forget it
+                j = word.find(new, j + 1)
         counts.pop(pair, None)
-        for p in changed:
-            if counts[p] > 0: heapq.heappush(heap, (-counts[p], p))
+        for p in born: heapq.heappush(heap, (-counts[p], p))
     return merges
 
-# %% ../nbs/02a_bpe.ipynb #765249dd
+# %% ../nbs/02a_bpe.ipynb #b69ecf3a
 @patch(cls_method=True)
 def train(cls: BPETokenizer,
           text_or_files: str | os.PathLike | Iterable[str | os.PathLike],  # training text, a file or several files
@@ -293,8 +374,10 @@ def train(cls: BPETokenizer,
     if n_merges < 0: raise ValueError(f"vocab_size must be at least {256 + len(special_tokens)} (256 bytes + "
                                       f"{len(special_tokens)} special tokens), got {vocab_size}")
     pretokens = count_pretokens(text_or_files, pattern, workers)
-    words = [list(p.encode("utf-8")) for p in pretokens]
-    merges = _learn_merges(words, list(pretokens.values()), n_merges, progress)
+    words = [p.encode("utf-8").decode("latin-1") for p in pretokens]  # a word: its bytes as characters
+    freqs = list(pretokens.values())
+    del pretokens  # the words hold the same information: free the memory
+    merges = _learn_merges(words, freqs, n_merges, progress)
     vocab = {i: bytes([i]) for i in range(256)}
     for new_id, (a, b) in enumerate(merges, start=256): vocab[new_id] = vocab[a] + vocab[b]
     ranks = {token: i for i, token in vocab.items()}
