@@ -136,6 +136,26 @@ def test_windows_line_ends_and_a_chunk_without_cuts(tmp_path):
     assert store_ids(out) == encode(text) + [EOT]
 
 
+@pytest.mark.parametrize("val_fraction", [0.0, 0.5])
+def test_a_byte_order_mark_is_skipped_as_io_load_text_file_does(tmp_path, val_fraction):
+    "A Windows 'UTF-8 with BOM' file gives the same ids as the text io_load_text_file reads from it."
+    from tiny_gpt.io import io_load_text_file
+    path = tmp_path / "bom.txt"
+    path.write_bytes(b"\xef\xbb\xbf" + "Caf\u00e9 society.\r\n\ufeffSecond line, same file.\r\n".encode() * 40)
+    text = io_load_text_file(path, verbose=False)
+    assert not text.startswith("\ufeff") and text.count("\ufeff") == 40  # only the mark itself goes
+    out = prepare_store(path, tmp_path / "s", val_fraction=val_fraction, chunk_bytes=128, workers=0, progress=False)
+    ids = store_ids(out)[:-1] + (store_ids(out, "val")[:-1] if val_fraction else [])
+    assert ids == encode(text)
+
+
+def test_utf16_is_refused_with_its_name(tmp_path):
+    path = tmp_path / "notepad.txt"
+    path.write_text("Hello", encoding="utf-16")
+    with pytest.raises(ValueError, match="is UTF-16"): prepare_store(path, tmp_path / "s", workers=0, progress=False)
+    assert not list((tmp_path / "s").glob("*.json"))
+
+
 def test_folder_inputs_and_empty_documents(tmp_path):
     (tmp_path / "in" / "sub").mkdir(parents=True)
     (tmp_path / "in" / "b.txt").write_text("second", encoding="utf-8")

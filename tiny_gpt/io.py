@@ -5,6 +5,7 @@
 # %% ../nbs/01_io.ipynb #318821a9
 from __future__ import annotations
 
+import codecs
 import contextlib
 import hashlib
 import os
@@ -56,12 +57,15 @@ def sha256_file(
 def _read_utf8(path: Path) -> str:
     "The text of `path`, with clear errors for a missing file, a folder or non-UTF-8 bytes."
     if not path.exists():
-        raise FileNotFoundError(f"No such file: '{path}'. Check the path, or call io_load_text_file() "
-                                "with no argument to load the default corpus.")
+        raise FileNotFoundError(f"No such file: '{path}'. Check the path; without a path, the default "
+                                "corpus (The Verdict) is loaded.")
     if path.is_dir():
         raise IsADirectoryError(f"'{path}' is a directory; pass the path of a text file inside it.")
     data = path.read_bytes()
-    try: return data.decode("utf-8")
+    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        raise ValueError(f"'{path}' is UTF-16 (it starts with a UTF-16 byte-order mark), not UTF-8. "
+                         "Re-save it as UTF-8, e.g. `iconv -f utf-16 -t utf-8`, or in your editor.")
+    try: return data.decode("utf-8-sig")  # a leading UTF-8 byte-order mark is dropped, nothing else
     except UnicodeDecodeError as e:
         raise ValueError(f"'{path}' is not valid UTF-8 (byte {e.start}: {data[e.start:e.start+4]!r}). "
                          "Re-save it as UTF-8, e.g. `iconv -f cp1252 -t utf-8`, or in your editor.") from None
