@@ -34,3 +34,12 @@ def test_tokenizing_does_not_import_torch():
 def test_unknown_names_raise_attribute_error():
     assert python("import tiny_gpt\ntry: tiny_gpt.nope\nexcept AttributeError as e: print(e)") == \
         "module 'tiny_gpt' has no attribute 'nope'"
+
+
+def test_star_import_brings_the_seed_api_and_the_entry_points():
+    code = ("from tiny_gpt import *\n"
+            f"import tiny_gpt; names = [{', '.join(n.strip() for n in SEED_API.split(','))}]\n"
+            "assert all(getattr(tiny_gpt, n) is globals()[n] for n in tiny_gpt.__all__)\n"
+            "assert 'FORMAT' not in globals() and 'RULE' not in globals()  # no stray constants\n"
+            "print(len(tiny_gpt.__all__))")
+    assert python(code) == "11"

@@ -31,3 +31,8 @@ def __getattr__(name: str):
 
 def __dir__() -> list[str]:
     return sorted(set(globals()) | {n for m in _stage_modules() for n in getattr(m, "__all__", ())})
+
+# `from tiny_gpt import *` brings the seed's API and each stage's entry points, not every helper
+# and constant (those stay one `from tiny_gpt import NAME` or `from tiny_gpt.<stage> import *` away).
+__all__ = ["env_display_tinygpt_modules", "io_load_text_file", "RegexTokenizer", "TikTokenizer", "tiny_data_loader",
+           "get_device", "show_tokens", "BPETokenizer", "prepare_store", "open_store", "GPTEmbedding"]
