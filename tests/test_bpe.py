@@ -132,6 +132,15 @@ def test_training_from_a_file_with_two_workers_equals_training_from_text(shakesp
     assert BPETokenizer.train(text, vocab_size=400, progress=False).ranks == shakespeare_tokenizer.ranks
 
 
+
+def test_training_from_a_file_with_a_byte_order_mark_equals_training_from_its_text(tmp_path):
+    "Like io_load_text_file and the token store, training skips a leading UTF-8 byte-order mark."
+    from tiny_gpt.io import io_load_text_file
+    path = tmp_path / "bom.txt"
+    path.write_bytes(b"\xef\xbb\xbf" + "the theme then thereafter \ufeff\r\n".encode() * 50)
+    text = io_load_text_file(path, verbose=False)
+    assert BPETokenizer.train([path], vocab_size=270, progress=False).ranks == BPETokenizer.train(text, vocab_size=270, progress=False).ranks
+
 @settings(max_examples=100, deadline=None)
 @given(texts)
 def test_trained_tokenizer_round_trips(shakespeare_tokenizer, text):

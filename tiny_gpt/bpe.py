@@ -262,7 +262,7 @@ def _cut(block: str) -> int:
 
 def _file_chunks(path: Path, chunk_chars: int = 1 << 20) -> Iterator[str]:
     "Pieces of a UTF-8 file, cut only where no pre-token can span the cut, read one block at a time."
-    with open(path, encoding="utf-8", newline="") as f:
+    with open(path, encoding="utf-8-sig", newline="") as f:  # a leading byte-order mark is not text (as in io)
         rest = ""
         while block := f.read(chunk_chars):
             block = rest + block
