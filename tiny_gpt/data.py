@@ -381,7 +381,7 @@ def tiny_data_loader(
     rank: int | None = None,    # DDP rank; None: from torch.distributed when initialised
     world_size: int | None = None,  # DDP world size; None: from torch.distributed
     **kwargs,                   # passed on to `torch.utils.data.DataLoader`, e.g. pin_memory=True
-) -> WindowLoader:
+) -> WindowLoader:  # iterate it for `[inputs, targets]`, two (batch_size, max_length) int64 tensors
     "A DataLoader of `[inputs, targets]` batches (targets shifted one token right) from text or a token store."
     _check_positive(batch_size=batch_size, max_length=max_length, stride=stride)
     if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
