@@ -18,8 +18,9 @@ from pathlib import Path
 from typing import IO
 
 # %% auto #0
-__all__ = ['VERDICT_NAME', 'VERDICT_SHA256', 'VERDICT_URL', 'SAMPLE_TEXT', 'atomic_write', 'sha256_file', 'data_dir', 'cache_dir',
-           'CorpusNotAvailableError', 'download_file', 'find_default_corpus', 'io_load_text_file']
+__all__ = ['VERDICT_NAME', 'VERDICT_SHA256', 'VERDICT_URL', 'SAMPLE_TEXT', 'atomic_write', 'sha256_file', 'utf8_text_start',
+           'data_dir', 'cache_dir', 'CorpusNotAvailableError', 'download_file', 'find_default_corpus',
+           'io_load_text_file']
 
 # %% ../nbs/01_io.ipynb #07e3e0e0
 @contextlib.contextmanager
@@ -53,6 +54,18 @@ def sha256_file(
         while block := f.read(block_size): h.update(block)
     return h.hexdigest()
 
+# %% ../nbs/01_io.ipynb #07ddc043
+def utf8_text_start(
+    head: bytes,                # the first bytes of the file (three are enough)
+    path: str | os.PathLike,    # the file, for the error message
+) -> int:
+    "Where the text of a UTF-8 file starts: after a UTF-8 byte-order mark (3), else 0. UTF-16 is refused by name."
+    if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        raise ValueError(f"'{path}' is UTF-16 (it starts with a UTF-16 byte-order mark), not UTF-8. "
+                         "Re-save it as UTF-8, e.g. `iconv -f utf-16 -t utf-8`, or in your editor.")
+    return len(codecs.BOM_UTF8) if head.startswith(codecs.BOM_UTF8) else 0
+
+
 # %% ../nbs/01_io.ipynb #3031f7a8
 def _read_utf8(path: Path) -> str:
     "The text of `path`, with clear errors for a missing file, a folder or non-UTF-8 bytes."
@@ -62,12 +75,11 @@ def _read_utf8(path: Path) -> str:
     if path.is_dir():
         raise IsADirectoryError(f"'{path}' is a directory; pass the path of a text file inside it.")
     data = path.read_bytes()
-    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-        raise ValueError(f"'{path}' is UTF-16 (it starts with a UTF-16 byte-order mark), not UTF-8. "
-                         "Re-save it as UTF-8, e.g. `iconv -f utf-16 -t utf-8`, or in your editor.")
-    try: return data.decode("utf-8-sig")  # a leading UTF-8 byte-order mark is dropped, nothing else
+    start = utf8_text_start(data[:3], path)
+    try: return data[start:].decode("utf-8")
     except UnicodeDecodeError as e:
-        raise ValueError(f"'{path}' is not valid UTF-8 (byte {e.start}: {data[e.start:e.start+4]!r}). "
+        bad = start + e.start
+        raise ValueError(f"'{path}' is not valid UTF-8 (byte {bad}: {data[bad:bad+4]!r}). "
                          "Re-save it as UTF-8, e.g. `iconv -f cp1252 -t utf-8`, or in your editor.") from None
 
 # %% ../nbs/01_io.ipynb #d2b3ad4f

@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import argparse
-import codecs
 import collections
 import concurrent.futures as cf
 import contextlib
@@ -24,7 +23,7 @@ from typing import BinaryIO
 import numpy as np
 from tqdm import tqdm
 
-from .io import atomic_write, sha256_file
+from .io import atomic_write, sha256_file, utf8_text_start
 from .tokenizers import TikTokenizer
 
 # %% auto #0
@@ -135,20 +134,6 @@ def _val_start(
     if val_fraction <= 0: return size
     return _next_cut(f, size - round(size * val_fraction), size)  # size when no safe cut follows: all train
 
-# %% ../nbs/03a_store.ipynb #b4e0a989
-def _text_start(
-    f: BinaryIO,  # the document, opened in binary mode
-    path: Path,   # its path, for the error message
-) -> int:
-    "Byte offset where the document's text starts: 3 after a UTF-8 byte-order mark, else 0."
-    f.seek(0)
-    head = f.read(3)
-    if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-        raise ValueError(f"'{path}' is UTF-16 (it starts with a UTF-16 byte-order mark), not UTF-8: "
-                         "re-save it as UTF-8, e.g. `iconv -f utf-16 -t utf-8`")
-    return len(codecs.BOM_UTF8) if head == codecs.BOM_UTF8 else 0
-
-
 # %% ../nbs/03a_store.ipynb #38e2fc28
 def parse_shard(
     shard: str | tuple[int, int] | None,  # "K/N" with 0 <= K < N, a (K, N) pair, or None for "0/1"
@@ -242,7 +227,7 @@ def prepare_store(
             for i, (doc, size) in enumerate(zip(docs, sizes)):
                 hashes.append(_submit(pool, sha256_file, doc))  # a worker hashes the source between two pieces
                 with open(doc, "rb") as f:
-                    t = _text_start(f, doc)  # after a byte-order mark, as io_load_text_file reads it
+                    t = utf8_text_start(f.read(3), doc)  # after a byte-order mark, as io_load_text_file reads it
                     v = max(_val_start(f, size, val_fraction), t)
                     for split, (a, b) in zip(splits, [(t, v), (v, size)]):
                         if a == b: continue
