@@ -53,6 +53,9 @@ def checked_ids(self: GPTEmbedding,
         raise ValueError(f"seq_len {ids.shape[1]} is longer than context_length {n}: "
                          f"feed at most {n} tokens at a time, or build the module with a larger context_length")
     ids = ids.long()
+    # The range check reads the values: free on the CPU in eager mode, but a host sync on a GPU and
+    # a graph break under torch.compile, so it runs only in the first case (the data pipeline checks once).
+    if torch.compiler.is_compiling() or ids.device.type != "cpu": return ids
     v = self.tok_emb.num_embeddings
     if ids.numel() and (ids.min() < 0 or ids.max() >= v):
         raise ValueError(f"token ids must be in [0, {v}), got values from {ids.min().item()} to {ids.max().item()}: "

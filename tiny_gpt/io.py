@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import IO
 
 # %% auto #0
-__all__ = ['VERDICT_NAME', 'VERDICT_SHA256', 'VERDICT_URL', 'SAMPLE_TEXT', 'atomic_write', 'sha256_file', 'utf8_text_start',
-           'data_dir', 'cache_dir', 'CorpusNotAvailableError', 'download_file', 'find_default_corpus',
-           'io_load_text_file']
+__all__ = ['VERDICT_NAME', 'VERDICT_SHA256', 'VERDICT_URL', 'CORPUS_SHA256', 'SAMPLE_TEXT', 'atomic_write', 'sha256_file',
+           'utf8_text_start', 'data_dir', 'cache_dir', 'CorpusNotAvailableError', 'download_file',
+           'find_default_corpus', 'io_load_text_file', 'corpus_path']
 
 # %% ../nbs/01_io.ipynb #07e3e0e0
 @contextlib.contextmanager
@@ -166,6 +166,24 @@ def io_load_text_file(
     text = _read_utf8(path)
     if verbose: print(f"Loaded '{path}' successfully: {len(text):,} characters")
     return text
+
+# %% ../nbs/01_io.ipynb #db7cdcc7
+CORPUS_SHA256 = {  # the corpora the book uses, by file name, and their checksums
+    VERDICT_NAME: VERDICT_SHA256,
+    "tinyshakespeare.txt": "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed",
+}
+
+def corpus_path(
+    name: str,  # a file name in the TINY_GPT_DATA folder, e.g. "tinyshakespeare.txt"
+) -> Path:
+    "The verified path of the corpus `name`, or one error naming the file and `TINY_GPT_DATA`."
+    if name == VERDICT_NAME: return find_default_corpus()
+    folder = data_dir()
+    if folder is None or not (path := folder / name).is_file():
+        where = f"not in TINY_GPT_DATA={folder}" if folder else "TINY_GPT_DATA is not set"
+        raise CorpusNotAvailableError(f"corpus '{name}' not found ({where}): set TINY_GPT_DATA to a folder "
+                                      f"that holds {name} (the README's Data section says where to get it)")
+    return _check_sha256(path, CORPUS_SHA256[name]) if name in CORPUS_SHA256 else path
 
 # %% ../nbs/01_io.ipynb #10271af9
 SAMPLE_TEXT = """\

@@ -1,0 +1,53 @@
+"""The one results file of the benchmarks: benchmarks/results.json.
+
+Every benchmark script records its figures here (`record`), one section per script, each with the
+date, the machine, the versions and every row it measured. The README's performance table is
+rendered from this file (tools/readme.py) and prose quotes it; nobody retypes a figure.
+
+A row is a dict:
+    what      what was measured, e.g. "Dataset build, Tiny Shakespeare, T=256, stride 1"
+    ours      tiny_gpt's figure, as text with its unit ("0.019 s")
+    baseline  the same-run baseline's figure and name ("25.8 s, book GPTDatasetV1"), or ""
+    ratio     baseline ÷ ours (or ours ÷ baseline, as `target` says), a number or None
+    target    the target, as text ("≥ 10×", "≤ 1.90", "< 300 MB")
+    passed    True / False / None (no target)
+"""
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import sys
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results.json"
+ROW_KEYS = ("what", "ours", "baseline", "ratio", "target", "passed")
+
+
+def machine() -> dict:
+    "What ran the benchmark: processor count, platform, Python and the main packages' versions."
+    versions = {}
+    for name in ("torch", "numpy", "tiktoken", "transformers", "tiny_gpt"):
+        module = sys.modules.get(name)
+        if module is not None: versions[name] = getattr(module, "__version__", "?")
+    return {"cpus": os.cpu_count(), "platform": platform.platform(terse=True), "python": platform.python_version(),
+            "load_1min": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None, "versions": versions}
+
+
+def load() -> dict:
+    "Everything recorded so far: {bench name: section}."
+    return json.loads(RESULTS.read_text(encoding="utf-8")) if RESULTS.exists() else {}
+
+
+def record(bench: str, rows: list[dict], command: str = "", notes: str = "") -> None:
+    "Replace `bench`'s section of the results file with `rows` (written atomically)."
+    for row in rows:
+        if set(row) != set(ROW_KEYS): raise ValueError(f"a results row has keys {sorted(row)}, expected {ROW_KEYS}")
+    results = load()
+    results[bench] = {"date": datetime.date.today().isoformat(), "machine": machine(),
+                      "command": command or " ".join([Path(sys.executable).name, *sys.argv]),
+                      "notes": notes, "rows": rows}
+    tmp = RESULTS.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(results, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    os.replace(tmp, RESULTS)
