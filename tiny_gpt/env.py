@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import importlib.metadata
+import os
 import platform
 import sys
 from dataclasses import dataclass, field
@@ -14,7 +15,7 @@ import torch
 
 # %% auto #0
 __all__ = ['SMOKE_TEXT', 'RULE', 'get_device', 'package_version', 'platform_name', 'EnvReport', 'collect_env', 'format_env',
-           'env_display_tinygpt_modules']
+           'env_display_tinygpt_modules', 'gpu_cell_ready']
 
 # %% ../nbs/00_env.ipynb #392b4280
 def _mps_available() -> bool:
@@ -147,3 +148,13 @@ def env_display_tinygpt_modules() -> EnvReport:
     report = collect_env()
     print(format_env(report))
     return report
+
+# %% ../nbs/00_env.ipynb #f04c2a0a
+def gpu_cell_ready() -> bool:
+    "True when CUDA is usable; else False with a note for a reader, or an error under `nbdev_test`."
+    if torch.cuda.is_available(): return True
+    if os.environ.get("IN_TEST"):  # set by nbdev_test: `--flags cuda` asked for the GPU cells
+        raise RuntimeError("this #| cuda cell needs a CUDA GPU and none is available: "
+                           "run `nbdev_test --flags cuda` on a machine with an NVIDIA GPU")
+    print("Skipped: this cell needs a CUDA GPU and this kernel sees none (the rest of the notebook runs).")
+    return False
