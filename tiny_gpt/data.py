@@ -10,7 +10,6 @@ import math
 import mmap
 import os
 from collections.abc import Callable, Iterator, Sequence
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -62,7 +61,7 @@ class NextTokenDataset(Dataset):
 
     def __len__(self) -> int: return self.n_windows
 
-# %% ../nbs/03_dataloader.ipynb #a421eb64
+# %% ../nbs/03_dataloader.ipynb #7e83fe04
 @patch
 def __getitem__(self: NextTokenDataset, i: int) -> tuple[torch.Tensor, torch.Tensor]:
     if not -self.n_windows <= i < self.n_windows:
@@ -105,7 +104,7 @@ class WindowBatchSampler(Sampler):
         "Use the order of epoch `epoch` from now on (call it before each epoch, as with DistributedSampler)."
         self.epoch, self._auto_epoch = epoch, False
 
-# %% ../nbs/03_dataloader.ipynb #925f8836
+# %% ../nbs/03_dataloader.ipynb #f0aa74a9
 def _dist_rank_world() -> tuple[int, int]:
     "(rank, world_size) of torch.distributed, or (0, 1) when it is not initialised."
     dist = torch.distributed
@@ -142,7 +141,7 @@ def epoch_order(self: WindowBatchSampler) -> torch.Tensor:
     "All window indices this rank reads in the current epoch (for inspection; iterating never builds it)."
     return torch.from_numpy(self.windows_at(np.arange(self.windows_per_rank)))
 
-# %% ../nbs/03_dataloader.ipynb #5ce16940
+# %% ../nbs/03_dataloader.ipynb #80d4bfea
 @patch
 def __iter__(self: WindowBatchSampler) -> Iterator[np.ndarray]:
     b, sampler = self.batch_size, self
@@ -219,7 +218,7 @@ class WindowLoader(DataLoader):
         "Use the window order of epoch `epoch` (call it at the start of each epoch)."
         self.batch_sampler.set_epoch(epoch)
 
-# %% ../nbs/03_dataloader.ipynb #6d2621e0
+# %% ../nbs/03_dataloader.ipynb #972ac8f1
 def _check_loader_args(num_workers: int, sampling: str, shuffle: bool, num_batches: int | None,
                        kwargs: dict) -> None:
     "Refuse wrong arguments, those that would be silently ignored, and those that clash with the loader."
@@ -288,7 +287,7 @@ def _feistel(v: np.ndarray, bits: int, keys: np.ndarray) -> np.ndarray:
         nl, nr = nr, nl
     return (left << np.uint64(nr)) | right
 
-# %% ../nbs/03_dataloader.ipynb #b879067c
+# %% ../nbs/03_dataloader.ipynb #4f1d5f52
 def shuffle_positions(
     positions: np.ndarray | Sequence[int],  # positions in the epoch's order, each in [0, n)
     n: int,                                 # how many items are shuffled
@@ -331,7 +330,7 @@ class RandomWindowSampler(Sampler):
             draws = rng.integers(0, self.n_windows, (min(per_draw, self.num_batches - first), b))
             yield from (row.copy() for row in draws)
 
-# %% ../nbs/03_dataloader.ipynb #77ed1d36
+# %% ../nbs/03_dataloader.ipynb #3bbdb808
 def _random_offsets(dataset: Dataset, sampler: WindowBatchSampler,
                     num_batches: int | None) -> tuple[Dataset, RandomWindowSampler]:
     "Every token position may start a window; `num_batches` random batches per pass."
@@ -434,7 +433,7 @@ def __getitems__(self: TokenStoreDataset, indices: Sequence[int] | torch.Tensor)
     for s in np.unique(shard): block[shard == s] = self._rows[s][local[shard == s]]  # few shards per batch
     return _split_block(torch.from_numpy(block))
 
-# %% ../nbs/03_dataloader.ipynb #0b2a078a
+# %% ../nbs/03_dataloader.ipynb #1f476fb8
 @patch
 def __iter__(self: WindowLoader):
     if self.num_workers > 0 or self.pin_memory: return DataLoader.__iter__(self)
