@@ -263,9 +263,9 @@ def test_a_bug_keeps_its_traceback_in_process(tmp_path, monkeypatch):
     (tmp_path / "a.txt").write_text("Some words here.", encoding="utf-8")
 
     def bug(*args, **kwargs): raise ValueError("simulated bug deep inside prepare")
-    monkeypatch.setattr(store, "_write_ids", bug)
+    monkeypatch.setattr(store, "_encode_piece", bug)
     with pytest.raises(ValueError, match="simulated bug"):
-        cli.main(["prepare", str(tmp_path / "a.txt"), "--out", str(tmp_path / "s"), "--quiet"])
+        cli.main(["prepare", str(tmp_path / "a.txt"), "--out", str(tmp_path / "s"), "--quiet", "--workers", "0"])
     assert not (tmp_path / "s").exists()  # and the failed run left nothing behind
 
     def key_bug(*args, **kwargs): raise KeyError("simulated bug in the report")
@@ -279,7 +279,7 @@ BUG_IN_STORE = """
 import sys
 import tiny_gpt.store as store
 def bug(*args, **kwargs): raise ValueError("simulated bug deep inside prepare")
-store._plan_pieces = bug
+store._encode_piece = bug
 from tiny_gpt.cli import main
 sys.exit(main(sys.argv[1:]))
 """
@@ -287,7 +287,8 @@ sys.exit(main(sys.argv[1:]))
 
 def test_a_bug_shows_its_traceback_on_the_command_line(tmp_path):
     (tmp_path / "a.txt").write_text("Some words here.", encoding="utf-8")
-    out = run("prepare", tmp_path / "a.txt", "--out", tmp_path / "s", exe=[sys.executable, "-c", BUG_IN_STORE])
+    out = run("prepare", tmp_path / "a.txt", "--out", tmp_path / "s", "--workers", 0,
+              exe=[sys.executable, "-c", BUG_IN_STORE])
     assert out.returncode == 1, out.stderr
     assert "Traceback (most recent call last)" in out.stderr and "ValueError: simulated bug" in out.stderr
     assert not out.stderr.startswith("tiny-gpt: error:")

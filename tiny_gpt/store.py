@@ -341,7 +341,8 @@ def _write_shard(
         for source, sha in zip(sources, hashes): source["sha256"] = sha.result()
         header = _header(encoding, shard, run, val_fraction, splits, sources, started)
         with atomic_write(out / f"{stem}.json", "w") as f: json.dump(header, f, indent=1)  # the commit
-    for old in set(out.glob(f"{stem}.*.bin")) - {out / name for name in files.values()}: old.unlink()
+    for old in set(out.glob(f"{stem}.*.bin")) - {out / name for name in files.values()}:
+        with contextlib.suppress(OSError): old.unlink()  # Windows keeps a mapped file; the next run retries
     return header
 
 # %% ../nbs/03a_store.ipynb #5d1f0a41
