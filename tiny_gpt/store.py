@@ -369,6 +369,8 @@ def _check_out(
     (k, n), shards = shard, _shards_in(out) if out.is_dir() else set()
     if out.exists() and not out.is_dir():
         raise BadInput(f"'{out}' is a file; a token store is a folder: name a new or existing folder")
+    if out.is_dir() and not os.access(out, os.W_OK):
+        raise BadInput(f"cannot write into '{out}' (permission denied): choose a folder you can write to")
     if others := sorted({m for _, m in shards} - {n}):
         raise BadInput(f"'{out}' holds a store in {others[0]} shard(s); shard {k}/{n} would mix two "
                        "splittings that cannot be read as one store: prepare into another folder, or delete "
