@@ -56,7 +56,7 @@ def count_pairs(words: dict[tuple[int, ...], int]) -> Counter:
         for pair in zip(word, word[1:]): pairs[pair] += freq
     return pairs
 
-# %% ../nbs/02a_bpe.ipynb #51d102a8
+# %% ../nbs/02a_bpe.ipynb #e89080c0
 def merge_word(word: tuple[int, ...], pair: tuple[int, int], new_id: int) -> tuple[int, ...]:
     "`word` with every occurrence of `pair` replaced by `new_id`, left to right."
     out, i = [], 0
@@ -65,12 +65,12 @@ def merge_word(word: tuple[int, ...], pair: tuple[int, int], new_id: int) -> tup
         else: out.append(word[i]); i += 1
     return tuple(out)
 
-# %% ../nbs/02a_bpe.ipynb #7b489a02
+# %% ../nbs/02a_bpe.ipynb #1de3b3da
 def learn_merges_plain(
     words: dict[tuple[int, ...], int],  # pre-tokens as byte tuples -> frequency
     n_merges: int,                      # how many tokens to learn
 ) -> list[tuple[int, int]]:
-    "The `n_merges` merges of BPE by the definition: recount every pair, merge the most frequent (smallest on ties)."
+    "BPE's merges by the definition: recount every pair, merge the most frequent (the smallest on ties)."
     merges = []
     for new_id in range(256, 256 + n_merges):
         pairs = count_pairs(words)
@@ -90,10 +90,10 @@ def _count_word_pairs(words: list[str], freqs: list[int]) -> tuple[defaultdict, 
             counts[pair] += f; where[pair].append(w)
     return counts, where
 
-# %% ../nbs/02a_bpe.ipynb #5eb0bd85
+# %% ../nbs/02a_bpe.ipynb #233b787f
 def _merge_in_word(words: list[str], w: int, f: int, pair: str, new: str,
                    counts: defaultdict, where: defaultdict, born: set) -> None:
-    "Merge `pair` into `new` in word `w` (frequency `f`), adjusting the counts of the pairs around each `new`."
+    "Merge `pair` into `new` in word `w` (frequency `f`); adjust the counts of the pairs around each `new`."
     a, b = pair
     words[w] = word = words[w].replace(pair, new)
     j = word.find(new)
@@ -144,7 +144,7 @@ def _cut(block: str) -> int:
 
 def _file_chunks(path: Path, chunk_chars: int = 1 << 20) -> Iterator[str]:
     "Pieces of a UTF-8 file, cut only where no pre-token can span the cut, read one block at a time."
-    with open(path, encoding="utf-8-sig", newline="") as f:  # a leading byte-order mark is not text (as in io)
+    with open(path, encoding="utf-8-sig", newline="") as f:  # a leading byte-order mark is not text
         rest = ""
         while block := f.read(chunk_chars):
             block = rest + block
@@ -153,7 +153,7 @@ def _file_chunks(path: Path, chunk_chars: int = 1 << 20) -> Iterator[str]:
             rest = block[cut:]
         if rest: yield rest
 
-# %% ../nbs/02a_bpe.ipynb #2cd2998f
+# %% ../nbs/02a_bpe.ipynb #fc2af897
 def _text_chunks(text: str, chunk_chars: int = 1 << 20) -> Iterator[str]:
     "Pieces of `text`, cut only where no pre-token can span the cut."
     start = 0
@@ -173,7 +173,7 @@ def _count_chunk(args: tuple[str, str]) -> Counter:
 
 # %% ../nbs/02a_bpe.ipynb #abf80fc0
 def count_pretokens(
-    sources: str | os.PathLike | Iterable[str | os.PathLike],  # text (a str), a file (a Path), or a list of files
+    sources: str | os.PathLike | Iterable[str | os.PathLike],  # text (a str), a file (a Path), or files
     pattern: str = "gpt2",  # the split regex, or a name in `PATTERNS`
     workers: int = 1,       # processes counting chunks in parallel
 ) -> Counter:
@@ -225,12 +225,13 @@ class BPETokenizer:
                  allowed_special: Set[str] | Literal["all"] = frozenset(),  # specials `encode` may produce
                 ):
         if missing := [b for b in range(256) if bytes([b]) not in ranks]:
-            raise ValueError(f"ranks must contain all 256 single bytes; missing {len(missing)}, e.g. {missing[:3]}")
+            raise ValueError(f"ranks must contain all 256 single bytes; missing {len(missing)}, "
+                             f"e.g. {missing[:3]}")
         self.ranks, self.name, self.pattern = dict(ranks), name, pattern
         self.special_tokens = dict(special_tokens)
         if clash := set(self.special_tokens.values()) & set(self.ranks.values()):
             raise ValueError(f"special token ids {sorted(clash)} are already ids of ordinary tokens")
-        self.vocab = {i: t for t, i in self.ranks.items()} | {i: s.encode() for s, i in self.special_tokens.items()}
+        self.vocab = {i: t for t, i in ranks.items()} | {i: s.encode() for s, i in special_tokens.items()}
         self.max_token_value = max(self.vocab)  # the largest id
         self.allowed_special = self._special_set(allowed_special, "allowed_special")
         self._cache = {}  # pre-token -> ids
@@ -290,20 +291,21 @@ def encode_ordinary(self: BPETokenizer,
                    ) -> list[int]:
     "Token ids of `text`, ignoring special tokens."
     try: return self._encode_pieces(text)
-    except UnicodeEncodeError:  # lone surrogates have no UTF-8: like tiktoken, read the text as UTF-16, � for them
+    except UnicodeEncodeError:  # lone surrogates have no UTF-8: like tiktoken, read as UTF-16, � for them
         return self._encode_pieces(text.encode("utf-16", "surrogatepass").decode("utf-16", "replace"))
 
-# %% ../nbs/02a_bpe.ipynb #666a73d3
+# %% ../nbs/02a_bpe.ipynb #8e403ffa
 @patch
 def encode(self: BPETokenizer,
            text: str,  # text to encode
            *,
-           allowed_special: Set[str] | Literal["all"] | None = None,  # specials to encode; None: the tokenizer's
-           disallowed_special: Set[str] | Literal["all"] = "all",  # specials that are an error; (): plain text
+           allowed_special: Set[str] | Literal["all"] | None = None,  # specials to encode; None: its setting
+           disallowed_special: Set[str] | Literal["all"] = "all",  # specials that are an error; (): none
           ) -> list[int]:
     "Token ids of `text`; special-token text must be allowed, or not disallowed."
     if not isinstance(text, str): raise TypeError(f"text must be a str, got {type(text).__name__}")
-    allowed = self.allowed_special if allowed_special is None else self._special_set(allowed_special, "allowed_special")
+    allowed = self._special_set(self.allowed_special if allowed_special is None else allowed_special,
+                                "allowed_special")
     allowed = frozenset(self.special_tokens) if allowed == "all" else allowed
     disallowed = self._special_set(disallowed_special, "disallowed_special")
     disallowed = frozenset(self.special_tokens) - allowed if disallowed == "all" else disallowed
@@ -333,9 +335,11 @@ def decode_bytes(self: BPETokenizer,
     try: return b"".join([vocab[i] for i in ids])
     except (KeyError, TypeError): pass
     for k, i in enumerate(ids):
-        if not isinstance(i, int): raise ValueError(f"cannot decode {i!r} (position {k}): token ids are integers")
-        if i not in vocab: raise ValueError(f"cannot decode {i} (position {k}): {self.name!r} has no token with this "
-                                            f"id (its ids are integers in [0, {self.max_token_value + 1}))")
+        if not isinstance(i, int):
+            raise ValueError(f"cannot decode {i!r} (position {k}): token ids are integers")
+        if i not in vocab:
+            raise ValueError(f"cannot decode {i} (position {k}): {self.name!r} has no token with this id "
+                             f"(its ids are integers in [0, {self.max_token_value + 1}))")
     return b"".join([vocab[i] for i in ids])
 
 @patch
@@ -352,7 +356,7 @@ def decode(self: BPETokenizer,
 # %% ../nbs/02a_bpe.ipynb #b69ecf3a
 @patch(cls_method=True)
 def train(cls: BPETokenizer,
-          text_or_files: str | os.PathLike | Iterable[str | os.PathLike],  # training text, a file or several files
+          text_or_files: str | os.PathLike | Iterable[str | os.PathLike],  # training text, a file or files
           vocab_size: int,                  # 256 bytes + merges + special tokens
           special_tokens: Iterable[str] = (ENDOFTEXT,),  # get the last ids
           pattern: str = "gpt2",            # a name in `PATTERNS` or a regex
@@ -379,7 +383,8 @@ def train(cls: BPETokenizer,
 # %% ../nbs/02a_bpe.ipynb #2b2c8b69
 def bytes_to_unicode() -> dict[int, str]:
     "GPT-2's table from each byte to a printable character (printable bytes map to themselves)."
-    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1),
+                 *range(ord("®"), ord("ÿ") + 1)]
     table, extra = {}, 0
     for b in range(256):
         if b in printable: table[b] = chr(b)
@@ -430,10 +435,11 @@ def _check_bpe_vocab(tokens: list[bytes], path: Path) -> None:
     seen = set()
     for i, t in enumerate(tokens):
         if len(t) > 1 and not any(t[:k] in seen and t[k:] in seen for k in range(1, len(t))):
-            raise ValueError(f"'{path}': token {i} ({t!r}) is not two earlier tokens joined: the file is damaged")
+            raise ValueError(f"'{path}': token {i} ({t!r}) is not two earlier tokens joined: "
+                             "the file is damaged")
         seen.add(t)
 
-# %% ../nbs/02a_bpe.ipynb #b5f3fe72
+# %% ../nbs/02a_bpe.ipynb #e7688991
 @patch(cls_method=True)
 def load(cls: BPETokenizer,
          path: str | os.PathLike,  # a file written by `save`
@@ -454,11 +460,12 @@ def load(cls: BPETokenizer,
         to_byte = unicode_to_bytes()
         tokens = [bytes(to_byte[c] for c in t) for t in data["tokens"]]
         name, pattern, specials = data["name"], data["pattern"], dict(data["special_tokens"])
-    except (KeyError, TypeError) as e: raise ValueError(f"'{path}' is missing or has a malformed field: {e}") from None
+    except (KeyError, TypeError) as e:
+        raise ValueError(f"'{path}' is missing or has a malformed field: {e}") from None
     _check_bpe_vocab(tokens, path)
     return cls({t: i for i, t in enumerate(tokens)}, specials, pattern, name, allowed_special)
 
-# %% ../nbs/02a_bpe.ipynb #f54726aa
+# %% ../nbs/02a_bpe.ipynb #2956e7f3
 @patch(as_prop=True)
 def n_vocab(self: BPETokenizer) -> int:
     "How many ids exist (tiktoken's name for `get_n_vocab_tokens()`)."
@@ -474,11 +481,10 @@ def encode_single_token(self: BPETokenizer,
                         text_or_bytes: str | bytes,  # one token's text (special tokens too) or bytes
                        ) -> int:
     "The id of a text or byte string that is exactly one token."
-    if isinstance(text_or_bytes, str) and text_or_bytes in self.special_tokens: return self.special_tokens[text_or_bytes]
     piece = text_or_bytes.encode("utf-8") if isinstance(text_or_bytes, str) else bytes(text_or_bytes)
-    if (i := self.ranks.get(piece)) is None:
-        raise ValueError(f"{text_or_bytes!r} is not a single token of {self.name!r}: use encode() for text")
-    return i
+    if (i := self.ranks.get(piece)) is not None: return i
+    if (i := self.special_tokens.get(piece.decode("utf-8", "replace"))) is not None: return i
+    raise ValueError(f"{text_or_bytes!r} is not a single token of {self.name!r}: use encode() for text")
 
 @patch
 def decode_single_token_bytes(self: BPETokenizer,
@@ -492,7 +498,7 @@ def decode_tokens_bytes(self: BPETokenizer, tokens: Iterable[int]) -> list[bytes
     "The bytes of each token."
     return [self.decode_bytes([t]) for t in _id_list(tokens)]
 
-# %% ../nbs/02a_bpe.ipynb #7c1ea99e
+# %% ../nbs/02a_bpe.ipynb #19e7991e
 @patch
 def decode_with_offsets(self: BPETokenizer,
                         tokens: Iterable[int],  # ids that decode to valid UTF-8
@@ -511,7 +517,8 @@ def encode_batch(self: BPETokenizer, texts: Iterable[str], *,
                  disallowed_special: Set[str] | Literal["all"] = "all",     # as in `encode`
                 ) -> list[list[int]]:
     "`encode` of each text."
-    return [self.encode(t, allowed_special=allowed_special, disallowed_special=disallowed_special) for t in texts]
+    return [self.encode(t, allowed_special=allowed_special, disallowed_special=disallowed_special)
+            for t in texts]
 
 @patch
 def encode_ordinary_batch(self: BPETokenizer, texts: Iterable[str]) -> list[list[int]]:
@@ -523,7 +530,7 @@ def decode_batch(self: BPETokenizer, batch: Iterable[Iterable[int]], errors: str
     "`decode` of each id list."
     return [self.decode(ids, errors) for ids in batch]
 
-# %% ../nbs/02a_bpe.ipynb #4d8312df
+# %% ../nbs/02a_bpe.ipynb #3ad4d0d0
 @patch
 def __getstate__(self: BPETokenizer) -> dict:
     "What pickling keeps: everything but the cache of remembered pre-tokens."
@@ -546,7 +553,7 @@ NEWER_LETTERS = (
 NEWER_NUMBERS = (r"\U00011de0-\U00011de9\U0001246f\U00012475-\U0001247f\U00012550-\U00012686"
                  r"\U00016ff4-\U00016ff6")
 
-# %% ../nbs/02a_bpe.ipynb #afe3d5c1
+# %% ../nbs/02a_bpe.ipynb #ba9a7dbc
 LETTER = rf"[^\P{{L}}{NEWER_LETTERS}]"  # a letter of Unicode 16.0: tiktoken's \p{L}
 NUMBER = rf"[^\P{{N}}{NEWER_NUMBERS}]"  # a number of Unicode 16.0: tiktoken's \p{N}
 NEWER = f"[{NEWER_LETTERS}{NEWER_NUMBERS}]"  # for tiktoken, neither letter nor number
@@ -557,34 +564,34 @@ def _gpt2_pattern(letter: str, number: str, other: str) -> str:
 
 def _gpt4_pattern(letter: str, number: str, other: str, not_crlf_letter_number: str) -> str:
     "GPT-4's (cl100k) split pattern, written with the given classes."
-    return (rf"'(?i:[sdmt]|ll|ve|re)|{not_crlf_letter_number}?+{letter}++|{number}{{1,3}}+| ?{other}++[\r\n]*+|"
-            rf"\s++$|\s*[\r\n]|\s+(?!\S)|\s")
+    return (rf"'(?i:[sdmt]|ll|ve|re)|{not_crlf_letter_number}?+{letter}++|{number}{{1,3}}+|"
+            rf" ?{other}++[\r\n]*+|\s++$|\s*[\r\n]|\s+(?!\S)|\s")
 
 _OTHER = rf"(?:[^\s\p{{L}}\p{{N}}]|{NEWER})"
 GPT2_SPLIT = _gpt2_pattern(LETTER, NUMBER, _OTHER)  # GPT-2's split, exactly as tiktoken cuts
 GPT4_SPLIT = _gpt4_pattern(LETTER, NUMBER, _OTHER, rf"(?:[^\r\n\p{{L}}\p{{N}}]|{NEWER})")
-_PLAIN_TWIN = {GPT2_SPLIT: _gpt2_pattern(r"\p{L}", r"\p{N}", r"[^\s\p{L}\p{N}]"),  # the same with plain classes
+_PLAIN_TWIN = {GPT2_SPLIT: _gpt2_pattern(r"\p{L}", r"\p{N}", r"[^\s\p{L}\p{N}]"),  # with plain classes
                GPT4_SPLIT: _gpt4_pattern(r"\p{L}", r"\p{N}", r"[^\s\p{L}\p{N}]", r"[^\r\n\p{L}\p{N}]")}
 PATTERNS.update({"gpt2": GPT2_SPLIT, "gpt4": GPT4_SPLIT,  # the names now mean tiktoken's exact split,
                  GPT2_PATTERN: GPT2_SPLIT, GPT4_PATTERN: GPT4_SPLIT})  # and so do tiktoken's own strings
 _NEWER = regex.compile(NEWER)
 
 if not regex.match(r"\p{L}", "\U000105c0"):  # TODHRI LETTER A, new in Unicode 16.0
-    warnings.warn("the installed `regex` module has Unicode tables older than 16.0, so GPT-2's pre-tokenizer will "
-                  "differ from tiktoken's on the newest letters: pip install -U regex")
+    warnings.warn("the installed `regex` module has Unicode tables older than 16.0, so GPT-2's "
+                  "pre-tokenizer will differ from tiktoken's on the newest letters: pip install -U regex")
 
-# %% ../nbs/02a_bpe.ipynb #3e1c7180
+# %% ../nbs/02a_bpe.ipynb #438ce36a
 @functools.lru_cache(maxsize=None)
 def _compile_split(pattern: str) -> tuple[regex.Pattern, regex.Pattern]:
     "`pattern` compiled, and its faster twin for text without newer code points (itself if it has none)."
     return regex.compile(pattern), regex.compile(_PLAIN_TWIN.get(pattern, pattern))
 
 def _splitter(text: str, pattern: str) -> regex.Pattern:
-    "The compiled split regex of `pattern` (a name or a regex) for `text`: the plain twin if it holds no newer code point."
+    "The compiled split regex of `pattern` (a name or a regex) for `text`: the plain twin if it can."
     exact, plain = _compile_split(PATTERNS.get(pattern, pattern))
     return plain if text.isascii() or not _NEWER.search("".join(set(text))) else exact
 
-# %% ../nbs/02a_bpe.ipynb #2af6f24e
+# %% ../nbs/02a_bpe.ipynb #1a00c154
 def merge_bytes_heap(
     piece: bytes,             # one pre-token, as UTF-8 bytes
     ranks: dict[bytes, int],  # token bytes -> rank (= id)
@@ -603,13 +610,16 @@ def merge_bytes_heap(
         if j < 0 or nxt[j] != k: continue  # stale: one of its parts was merged since it was pushed
         nxt[i], nxt[j] = k, -1  # j is no longer a part's start
         if k < n: prv[k] = i
-        if (h := prv[i]) >= 0 and (r := get(piece[h:k])) is not None: heapq.heappush(heap, (r * m + h) * m + k)
-        if k < n and (r := get(piece[i : (l := nxt[k])])) is not None: heapq.heappush(heap, (r * m + i) * m + l)
+        if (h := prv[i]) >= 0 and (r := get(piece[h:k])) is not None:  # the new part and its left neighbour
+            heapq.heappush(heap, (r * m + h) * m + k)
+        if k < n and (r := get(piece[i : (l := nxt[k])])) is not None:  # ... and its right neighbour
+            heapq.heappush(heap, (r * m + i) * m + l)
     parts, i = [], 0
     while i < n: parts.append(piece[i : nxt[i]]); i = nxt[i]
     return parts
 
-# %% ../nbs/02a_bpe.ipynb #a5b91dde
+# %% ../nbs/02a_bpe.ipynb #aef3d97f
 def _merge_ids(piece: bytes, ranks: dict[bytes, int]) -> list[int]:
     "The ids `piece` merges into: the plain scan for short pieces, the heap for long ones."
-    return [ranks[p] for p in (merge_bytes(piece, ranks) if len(piece) <= 16 else merge_bytes_heap(piece, ranks))]
+    parts = merge_bytes(piece, ranks) if len(piece) <= 16 else merge_bytes_heap(piece, ranks)
+    return [ranks[p] for p in parts]
