@@ -56,7 +56,7 @@ def count_pairs(words: dict[tuple[int, ...], int]) -> Counter:
         for pair in zip(word, word[1:]): pairs[pair] += freq
     return pairs
 
-# %% ../nbs/02a_bpe.ipynb #e89080c0
+# %% ../nbs/02a_bpe.ipynb #cfd5a83b
 def merge_word(word: tuple[int, ...], pair: tuple[int, int], new_id: int) -> tuple[int, ...]:
     "`word` with every occurrence of `pair` replaced by `new_id`, left to right."
     out, i = [], 0
@@ -65,7 +65,7 @@ def merge_word(word: tuple[int, ...], pair: tuple[int, int], new_id: int) -> tup
         else: out.append(word[i]); i += 1
     return tuple(out)
 
-# %% ../nbs/02a_bpe.ipynb #1de3b3da
+# %% ../nbs/02a_bpe.ipynb #770d797f
 def learn_merges_plain(
     words: dict[tuple[int, ...], int],  # pre-tokens as byte tuples -> frequency
     n_merges: int,                      # how many tokens to learn
@@ -90,7 +90,7 @@ def _count_word_pairs(words: list[str], freqs: list[int]) -> tuple[defaultdict, 
             counts[pair] += f; where[pair].append(w)
     return counts, where
 
-# %% ../nbs/02a_bpe.ipynb #233b787f
+# %% ../nbs/02a_bpe.ipynb #8be34e66
 def _merge_in_word(words: list[str], w: int, f: int, pair: str, new: str,
                    counts: defaultdict, where: defaultdict, born: set) -> None:
     "Merge `pair` into `new` in word `w` (frequency `f`); adjust the counts of the pairs around each `new`."
@@ -153,7 +153,7 @@ def _file_chunks(path: Path, chunk_chars: int = 1 << 20) -> Iterator[str]:
             rest = block[cut:]
         if rest: yield rest
 
-# %% ../nbs/02a_bpe.ipynb #fc2af897
+# %% ../nbs/02a_bpe.ipynb #da31b82d
 def _text_chunks(text: str, chunk_chars: int = 1 << 20) -> Iterator[str]:
     "Pieces of `text`, cut only where no pre-token can span the cut."
     start = 0
@@ -294,7 +294,7 @@ def encode_ordinary(self: BPETokenizer,
     except UnicodeEncodeError:  # lone surrogates have no UTF-8: like tiktoken, read as UTF-16, � for them
         return self._encode_pieces(text.encode("utf-16", "surrogatepass").decode("utf-16", "replace"))
 
-# %% ../nbs/02a_bpe.ipynb #8e403ffa
+# %% ../nbs/02a_bpe.ipynb #f38f7862
 @patch
 def encode(self: BPETokenizer,
            text: str,  # text to encode
@@ -439,7 +439,7 @@ def _check_bpe_vocab(tokens: list[bytes], path: Path) -> None:
                              "the file is damaged")
         seen.add(t)
 
-# %% ../nbs/02a_bpe.ipynb #e7688991
+# %% ../nbs/02a_bpe.ipynb #ebdb7a66
 @patch(cls_method=True)
 def load(cls: BPETokenizer,
          path: str | os.PathLike,  # a file written by `save`
@@ -465,7 +465,7 @@ def load(cls: BPETokenizer,
     _check_bpe_vocab(tokens, path)
     return cls({t: i for i, t in enumerate(tokens)}, specials, pattern, name, allowed_special)
 
-# %% ../nbs/02a_bpe.ipynb #2956e7f3
+# %% ../nbs/02a_bpe.ipynb #60d1545b
 @patch(as_prop=True)
 def n_vocab(self: BPETokenizer) -> int:
     "How many ids exist (tiktoken's name for `get_n_vocab_tokens()`)."
@@ -498,7 +498,7 @@ def decode_tokens_bytes(self: BPETokenizer, tokens: Iterable[int]) -> list[bytes
     "The bytes of each token."
     return [self.decode_bytes([t]) for t in _id_list(tokens)]
 
-# %% ../nbs/02a_bpe.ipynb #19e7991e
+# %% ../nbs/02a_bpe.ipynb #ad18bb8e
 @patch
 def decode_with_offsets(self: BPETokenizer,
                         tokens: Iterable[int],  # ids that decode to valid UTF-8
@@ -530,7 +530,7 @@ def decode_batch(self: BPETokenizer, batch: Iterable[Iterable[int]], errors: str
     "`decode` of each id list."
     return [self.decode(ids, errors) for ids in batch]
 
-# %% ../nbs/02a_bpe.ipynb #3ad4d0d0
+# %% ../nbs/02a_bpe.ipynb #7e19f90b
 @patch
 def __getstate__(self: BPETokenizer) -> dict:
     "What pickling keeps: everything but the cache of remembered pre-tokens."
@@ -553,7 +553,7 @@ NEWER_LETTERS = (
 NEWER_NUMBERS = (r"\U00011de0-\U00011de9\U0001246f\U00012475-\U0001247f\U00012550-\U00012686"
                  r"\U00016ff4-\U00016ff6")
 
-# %% ../nbs/02a_bpe.ipynb #ba9a7dbc
+# %% ../nbs/02a_bpe.ipynb #2d30bb5b
 LETTER = rf"[^\P{{L}}{NEWER_LETTERS}]"  # a letter of Unicode 16.0: tiktoken's \p{L}
 NUMBER = rf"[^\P{{N}}{NEWER_NUMBERS}]"  # a number of Unicode 16.0: tiktoken's \p{N}
 NEWER = f"[{NEWER_LETTERS}{NEWER_NUMBERS}]"  # for tiktoken, neither letter nor number
@@ -580,7 +580,7 @@ if not regex.match(r"\p{L}", "\U000105c0"):  # TODHRI LETTER A, new in Unicode 1
     warnings.warn("the installed `regex` module has Unicode tables older than 16.0, so GPT-2's "
                   "pre-tokenizer will differ from tiktoken's on the newest letters: pip install -U regex")
 
-# %% ../nbs/02a_bpe.ipynb #438ce36a
+# %% ../nbs/02a_bpe.ipynb #af4f4eb1
 @functools.lru_cache(maxsize=None)
 def _compile_split(pattern: str) -> tuple[regex.Pattern, regex.Pattern]:
     "`pattern` compiled, and its faster twin for text without newer code points (itself if it has none)."
@@ -591,7 +591,7 @@ def _splitter(text: str, pattern: str) -> regex.Pattern:
     exact, plain = _compile_split(PATTERNS.get(pattern, pattern))
     return plain if text.isascii() or not _NEWER.search("".join(set(text))) else exact
 
-# %% ../nbs/02a_bpe.ipynb #1a00c154
+# %% ../nbs/02a_bpe.ipynb #6672cdb7
 def merge_bytes_heap(
     piece: bytes,             # one pre-token, as UTF-8 bytes
     ranks: dict[bytes, int],  # token bytes -> rank (= id)
@@ -618,7 +618,7 @@ def merge_bytes_heap(
     while i < n: parts.append(piece[i : nxt[i]]); i = nxt[i]
     return parts
 
-# %% ../nbs/02a_bpe.ipynb #aef3d97f
+# %% ../nbs/02a_bpe.ipynb #a532623d
 def _merge_ids(piece: bytes, ranks: dict[bytes, int]) -> list[int]:
     "The ids `piece` merges into: the plain scan for short pieces, the heap for long ones."
     parts = merge_bytes(piece, ranks) if len(piece) <= 16 else merge_bytes_heap(piece, ranks)
