@@ -10,7 +10,6 @@ import functools
 import heapq
 import json
 import multiprocessing
-import operator
 import os
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Set
