@@ -1,19 +1,22 @@
 """BPETokenizer against tiktoken on arbitrary text, and the trainer against the naive definition."""
+import inspect
 import random
+import re
 import time
 from collections import Counter
 
 import pytest
 import regex
 import tiktoken
+import tiktoken_ext.openai_public as openai_public
 from hypothesis import given, settings, strategies as st
 
 from tiny_gpt.bpe import (BPETokenizer, count_pairs, merge_word, pretokenize, _learn_merges, count_pretokens, _text_chunks,
-                          LETTER, NUMBER, NEWER_LETTERS, NEWER_NUMBERS, GPT4_SPLIT)
+                          LETTER, NUMBER, NEWER_LETTERS, NEWER_NUMBERS, GPT4_SPLIT, GPT4_PATTERN)
 from tiny_gpt.io import corpus_path
 from tiny_gpt.tokenizers import RegexTokenizer, TikTokenizer
 
-CL100K_PATTERN = r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3}+| ?[^\s\p{L}\p{N}]++[\r\n]*+|\s++$|\s*[\r\n]|\s+(?!\S)|\s"""  # tiktoken's
+CL100K_PATTERN = re.search(r'"pat_str": r"""(.*?)"""', inspect.getsource(openai_public.cl100k_base))[1]  # tiktoken's
 OURS, THEIRS = BPETokenizer.gpt2(), TikTokenizer("gpt2").encoding
 OURS_ALL, THEIRS_ALL = BPETokenizer.gpt2("all"), TikTokenizer("gpt2", "all")
 
@@ -59,6 +62,10 @@ def tiktoken_class(cls: str) -> set[str]:
 @pytest.mark.parametrize("ours, theirs", [(LETTER, r"\p{L}"), (NUMBER, r"\p{N}"), (r"\s", r"\s")])
 def test_character_classes_equal_tiktokens_on_every_code_point(ours, theirs):
     assert set(regex.findall(ours, EVERY_CHAR)) == tiktoken_class(theirs)
+
+
+def test_gpt4_pattern_is_tiktokens_string():
+    assert GPT4_PATTERN == CL100K_PATTERN
 
 
 @settings(max_examples=300, deadline=None)
@@ -217,7 +224,6 @@ def test_word_cache_is_bounded_on_a_stream_of_distinct_words():
         text = " ".join(f"q{i}z" for i in range(start, start + 2_000))  # every word new
         assert tok.encode(text) == THEIRS.encode(text)
         assert len(tok._cache) <= 500
-    assert BPETokenizer.cache_size == 100_000  # the default, per instance
 
 
 def test_long_pieces_are_not_cached():
