@@ -36,9 +36,6 @@ GPT4_PATTERN = (r"'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3}+| 
                 r"\s++$|\s*[\r\n]|\s+(?!\S)|\s")  # GPT-4's (cl100k) split pattern, as tiktoken writes it
 PATTERNS = {"gpt2": GPT2_PATTERN, "gpt4": GPT4_PATTERN}  # split patterns by name
 
-def _splitter(text: str, pattern: str) -> regex.Pattern:
-    "The compiled split regex of `pattern`, a name in `PATTERNS` or a regex."
-    return regex.compile(PATTERNS.get(pattern, pattern))  # `regex` keeps compiled patterns
 
 def pretokenize(
     text: str,              # text without special tokens
@@ -207,10 +204,6 @@ def merge_bytes(
         if best < 0: break
         parts[best : best + 2] = [parts[best] + parts[best + 1]]
     return parts
-
-def _merge_ids(piece: bytes, ranks: dict[bytes, int]) -> list[int]:
-    "The ids `piece` merges into (long pieces take a faster road, in the closing section)."
-    return [ranks[p] for p in merge_bytes(piece, ranks)]
 
 # %% ../nbs/02a_bpe.ipynb #29d75451
 class BPETokenizer:
