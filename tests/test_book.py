@@ -1,0 +1,159 @@
+"""The book's house rules, checked on every notebook in nbs/ and on README.md.
+
+Each test collects every offender in every notebook before it fails, so one run lists all that is
+left to fix: notebook, cell number (0-based, as Jupyter's cell list and nbformat count), cell id,
+and the offending line or phrase.
+
+- No code cell longer than 30 lines (blank lines and `#|` directives not counted), except plumbing
+  hidden from the docs (a cell starting with `#| hide` or `#| exporti`, e.g. a data table).
+- No line of a code cell longer than 110 characters.
+- The book stands alone: no words that point outside it ("seed notebook", "the issue's", ...), in
+  sources and stored outputs.
+- No absolute path of the machine that ran a notebook, in sources, stored outputs and README.md
+  (the built site is checked by tests/test_docs_site.py with `machine_paths`).
+- The import cells (every code cell above the chapter's title) are hidden from the docs, in every
+  notebook; the first cell is `#| default_exp`, the last the hidden `nbdev_export()`.
+"""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((ROOT / "nbs").glob("*.ipynb"))
+MAX_CELL_LINES, MAX_LINE = 30, 110
+
+# Words that refer to things a reader of the book does not have. Random seeds are fine: "seed=0",
+# "torch.manual_seed", "the seeded order" do not match.
+OUTSIDE_WORDS = re.compile(r"seed notebook|the seed's|as in the seed\b|\bin the seed\b|from the lead|"
+                           r"the issue's|this machine", re.IGNORECASE)
+
+
+def _machine_path_patterns() -> list[re.Pattern]:
+    "Absolute paths that only exist on the machine that ran a notebook."
+    fixed = [r"/root/", r"/work/", r"/home/", r"/Users/\w", r"[A-Za-z]:\\Users\\"]
+    local = {str(ROOT.parent), str(Path.home())} - {"/", ""}
+    return [re.compile(p) for p in fixed] + [re.compile(re.escape(p) + r"(?:/|\b)") for p in sorted(local)]
+
+
+MACHINE_PATHS = _machine_path_patterns()
+
+
+def machine_paths(text: str) -> list[str]:
+    "Every absolute machine path in `text`, with a little context."
+    starts = sorted({m.start() for pattern in MACHINE_PATHS for m in pattern.finditer(text)})
+    return [text[max(0, s - 20):s + 40].replace("\n", "⏎") for s in starts]
+
+
+def cells(nb_path: Path) -> list[dict]:
+    return json.loads(nb_path.read_text(encoding="utf-8"))["cells"]
+
+
+def source(cell: dict) -> str:
+    return "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
+
+
+def output_text(cell: dict) -> str:
+    "Everything a stored output shows as text: streams, text/plain, text/markdown, text/html, errors."
+    parts = []
+    for out in cell.get("outputs", []):
+        if "text" in out: parts.append(out["text"])
+        for mime in ("text/plain", "text/markdown", "text/html"):
+            if mime in out.get("data", {}): parts.append(out["data"][mime])
+        if out.get("output_type") == "error": parts += out.get("traceback", [])
+    return "".join("".join(p) if isinstance(p, list) else p for p in parts)
+
+
+def where(nb: Path, i: int, cell: dict) -> str:
+    return f"{nb.relative_to(ROOT)} cell {i} (id {cell.get('id', '?')})"
+
+
+def directives(src: str) -> list[str]:
+    return [l.strip() for l in src.splitlines() if re.match(r"\s*#\s*\|", l)]
+
+
+def is_plumbing(src: str) -> bool:
+    "A cell hidden from the docs that may hold a data table: it starts with `#| hide` or `#| exporti`."
+    first = src.lstrip().splitlines()[0] if src.strip() else ""
+    return re.fullmatch(r"#\|\s*(hide|exporti)\s*", first) is not None
+
+
+def code_lines(src: str) -> list[str]:
+    "The lines that count towards a cell's length: not blank, not a `#|` directive."
+    return [l for l in src.splitlines() if l.strip() and not re.match(r"\s*#\s*\|", l)]
+
+
+def fail_if(offenders: list[str], rule: str) -> None:
+    "Fail with every offender listed, one a line, without a traceback of this file."
+    if offenders: pytest.fail(f"{len(offenders)} offender(s) of the rule '{rule}':\n  " + "\n  ".join(offenders),
+                              pytrace=False)
+
+
+def test_there_are_notebooks():
+    assert len(NOTEBOOKS) >= 9, [p.name for p in NOTEBOOKS]
+
+
+def test_no_code_cell_over_30_lines():
+    offenders = []
+    for nb in NOTEBOOKS:
+        for i, cell in enumerate(cells(nb)):
+            if cell["cell_type"] != "code" or is_plumbing(src := source(cell)): continue
+            if (n := len(code_lines(src))) > MAX_CELL_LINES: offenders.append(f"{where(nb, i, cell)}: {n} lines")
+    fail_if(offenders, f"no code cell over {MAX_CELL_LINES} lines (#| hide/#| exporti excepted)")
+
+
+def test_no_code_line_over_110_characters():
+    offenders = []
+    for nb in NOTEBOOKS:
+        for i, cell in enumerate(cells(nb)):
+            if cell["cell_type"] != "code": continue
+            for line in source(cell).splitlines():
+                if len(line) > MAX_LINE: offenders.append(f"{where(nb, i, cell)}: {len(line)} chars: {line[:60]}…")
+    fail_if(offenders, f"no line of a code cell over {MAX_LINE} characters")
+
+
+def test_the_book_stands_alone():
+    offenders = []
+    for nb in NOTEBOOKS:
+        for i, cell in enumerate(cells(nb)):
+            for what, text in (("source", source(cell)), ("output", output_text(cell))):
+                for m in OUTSIDE_WORDS.finditer(text):
+                    context = text[max(0, m.start() - 30):m.end() + 30].replace("\n", "⏎")
+                    offenders.append(f"{where(nb, i, cell)} {what}: {m[0]!r} in …{context}…")
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    offenders += [f"README.md: {m[0]!r}" for m in OUTSIDE_WORDS.finditer(readme)]
+    fail_if(offenders, "no words that refer to what the reader does not have")
+
+
+def test_no_absolute_machine_paths_in_notebooks_or_readme():
+    offenders = []
+    for nb in NOTEBOOKS:
+        for i, cell in enumerate(cells(nb)):
+            for what, text in (("source", source(cell)), ("output", output_text(cell))):
+                offenders += [f"{where(nb, i, cell)} {what}: …{p}…" for p in machine_paths(text)]
+    offenders += [f"README.md: …{p}…" for p in machine_paths((ROOT / "README.md").read_text(encoding="utf-8"))]
+    fail_if(offenders, "print a file's name or a path relative to TINY_GPT_DATA, "
+                       "never an absolute path of the machine that ran it")
+
+
+def test_import_cells_are_hidden_and_the_notebook_is_framed():
+    "Cell 0 `#| default_exp`; every code cell above the title hidden; the last cell the hidden export."
+    offenders = []
+    hidden = {"hide", "export", "exporti", "default_exp"}  # `#| export` cells show no code in the docs
+    for nb in NOTEBOOKS:
+        cs = cells(nb)
+        first = source(cs[0]) if cs else ""
+        if not re.match(r"#\|\s*default_exp\s+\S+", first.strip()):
+            offenders.append(f"{nb.relative_to(ROOT)} cell 0: not '#| default_exp MODULE' ({first[:40]!r})")
+        title = next((i for i, c in enumerate(cs) if c["cell_type"] == "markdown"), len(cs))
+        for i, cell in enumerate(cs[:title]):
+            names = {re.match(r"\s*#\s*\|\s*([\w-]+)", d)[1] for d in directives(source(cell))}
+            if cell["cell_type"] == "code" and not names & hidden:
+                offenders.append(f"{where(nb, i, cell)}: an import cell shown in the docs (add '#| hide')")
+        last = source(cs[-1]) if cs else ""
+        if not (last.strip().startswith("#| hide") and "nbdev_export()" in last):
+            offenders.append(f"{nb.relative_to(ROOT)} last cell: not '#| hide' + 'nbdev.nbdev_export()'")
+    fail_if(offenders, "the import cells are hidden in every notebook")
