@@ -157,3 +157,34 @@ def test_import_cells_are_hidden_and_the_notebook_is_framed():
         if not (last.strip().startswith("#| hide") and "nbdev_export()" in last):
             offenders.append(f"{nb.relative_to(ROOT)} last cell: not '#| hide' + 'nbdev.nbdev_export()'")
     fail_if(offenders, "the import cells are hidden in every notebook")
+
+
+def test_every_cuda_cell_is_guarded_and_imports_nothing():
+    "A reader without a GPU runs every notebook to its end: `#| cuda` cells skip themselves."
+    offenders = []
+    for nb in NOTEBOOKS:
+        for i, cell in enumerate(cells(nb)):
+            src = source(cell)
+            if cell["cell_type"] != "code" or "#| cuda" not in directives(src): continue
+            if "if gpu_cell_ready():" not in src: offenders.append(f"{where(nb, i, cell)}: no 'if gpu_cell_ready():'")
+            if re.search(r"^\s*(import|from)\s", src, re.MULTILINE): offenders.append(f"{where(nb, i, cell)}: imports")
+    fail_if(offenders, "#| cuda cells hold no import and run their body under 'if gpu_cell_ready():'")
+
+
+def test_no_runtime_module_imports_a_dev_only_package():
+    "matplotlib, transformers, nbdev, ... are dev extras: importing every module of tiny_gpt needs none of them."
+    import configparser
+    import subprocess
+    import sys
+    cfg = configparser.ConfigParser(delimiters=["="])
+    cfg.read(ROOT / "settings.ini", encoding="utf-8")
+    name = lambda req: re.split(r"[<>=!~ \[]", req)[0].lower().replace("-", "_")
+    runtime = {name(r) for r in cfg["DEFAULT"]["requirements"].split()}
+    dev_only = {name(r) for r in cfg["DEFAULT"]["dev_requirements"].split()} - runtime
+    dev_only = {"material" if n == "mkdocs_material" else n for n in dev_only}
+    code = ("import importlib, pkgutil, sys, tiny_gpt\n"
+            "for m in pkgutil.iter_modules(tiny_gpt.__path__): importlib.import_module('tiny_gpt.' + m.name)\n"
+            f"print(sorted(set({sorted(dev_only)!r}) & {{n.split('.')[0] for n in sys.modules}}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]", f"runtime modules import dev-only packages: {out.stdout.strip()}"
