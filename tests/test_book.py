@@ -188,3 +188,40 @@ def test_no_runtime_module_imports_a_dev_only_package():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]", f"runtime modules import dev-only packages: {out.stdout.strip()}"
+
+
+def _readme_tool():
+    import importlib
+    import sys
+    sys.path.insert(0, str(ROOT / "tools"))
+    try: return importlib.import_module("readme")
+    finally: sys.path.remove(str(ROOT / "tools"))
+
+
+def test_performance_table_renders_results_rows():
+    readme = _readme_tool()
+    results = {"bench_prepare": {"date": "2026-01-02", "command": "python benchmarks/bench_prepare.py --mb 10",
+                                 "notes": "", "machine": {"cpus": 2, "platform": "Linux", "python": "3.11.7",
+                                                          "versions": {"torch": "2.13.0"}, "load_1min": 0.5},
+                                 "rows": [{"what": "prepare | 10 MB", "ours": "22.9 MB/s", "baseline": "10.3 MB/s",
+                                           "ratio": 2.2233, "target": "≥ 2×", "passed": True},
+                                          {"what": "dataset", "ours": "0.019 s", "baseline": "25.8 s",
+                                           "ratio": 1352.4, "target": "", "passed": False}]}}
+    assert readme.performance_table(results, ["bench_dataset", "bench_prepare"]) == (
+        "**prepare** — measured 2026-01-02 on 2 CPUs, Linux, Python 3.11.7, torch 2.13.0, load 0.5; "
+        "`python benchmarks/bench_prepare.py --mb 10`\n\n"
+        "| what | tiny_gpt | baseline | ratio | target | met |\n|---|---|---|---|---|---|\n"
+        "| prepare \\| 10 MB | 22.9 MB/s | 10.3 MB/s | 2.2× | ≥ 2× | yes |\n"
+        "| dataset | 0.019 s | 25.8 s | 1,352× |  | **no** |\n\n"
+        "Not recorded yet: `python benchmarks/bench_dataset.py`.")
+
+
+def test_readme_table_is_what_results_json_gives(tmp_path, monkeypatch):
+    "The committed table is current, and a new result makes it stale (what `build_docs.py --check` fails on)."
+    readme = _readme_tool()
+    assert readme.fill_performance(check=True), "run `python tools/readme.py` and commit nbs/index.ipynb, README.md"
+    changed = json.loads(readme.RESULTS.read_text(encoding="utf-8")) if readme.RESULTS.exists() else {}
+    changed["bench_new"] = {"date": "2026-01-02", "machine": {}, "command": "", "notes": "", "rows": []}
+    (tmp_path / "results.json").write_text(json.dumps(changed), encoding="utf-8")
+    monkeypatch.setattr(readme, "RESULTS", tmp_path / "results.json")
+    assert not readme.fill_performance(check=True)
