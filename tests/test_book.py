@@ -225,3 +225,28 @@ def test_readme_table_is_what_results_json_gives(tmp_path, monkeypatch):
     (tmp_path / "results.json").write_text(json.dumps(changed), encoding="utf-8")
     monkeypatch.setattr(readme, "RESULTS", tmp_path / "results.json")
     assert not readme.fill_performance(check=True)
+
+
+def test_the_notebook_runner_skips_what_nbdev_test_skips_but_runs_cuda_cells(tmp_path):
+    "tools/run_notebooks.py: `#| notest` and `#| eval: false` cells skipped; `#| cuda` cells run and guard themselves."
+    import importlib
+    import sys
+    import nbformat
+    sys.path.insert(0, str(ROOT / "tools"))
+    try: runner = importlib.import_module("run_notebooks")
+    finally: sys.path.remove(str(ROOT / "tools"))
+    nb = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_code_cell("#| notest\nraise RuntimeError('a notest cell ran')"),
+        nbformat.v4.new_code_cell("#| eval: false\nraise RuntimeError('an eval: false cell ran')"),
+        nbformat.v4.new_code_cell("#| cuda\nprint('cuda cell ran')"),
+    ])
+    path = tmp_path / "flags.ipynb"
+    nbformat.write(nb, path)
+    runner.run_notebook(path, runner.skipped_flags(set()), timeout=120, save=True)
+    cells_after = nbformat.read(path, as_version=4).cells
+    assert cells_after[2].outputs[0]["text"] == "cuda cell ran\n"
+    assert not cells_after[0].outputs and "tags" not in cells_after[0].metadata  # skipped, saved as it was
+    test_run = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("#| notest\nraise RuntimeError('ran')")])
+    nbformat.write(test_run, path)
+    with pytest.raises(Exception, match="ran"):  # --flags notest switches the cell on
+        runner.run_notebook(path, runner.skipped_flags({"notest"}), timeout=120)
