@@ -250,3 +250,13 @@ def test_the_notebook_runner_skips_what_nbdev_test_skips_but_runs_cuda_cells(tmp
     nbformat.write(test_run, path)
     with pytest.raises(Exception, match="ran"):  # --flags notest switches the cell on
         runner.run_notebook(path, runner.skipped_flags({"notest"}), timeout=120)
+
+
+def test_readme_names_every_corpus_origin_and_checksum():
+    "The Data section gives the address and SHA-256 the library itself checks against."
+    from tiny_gpt.io import CORPUS_SHA256, VERDICT_URL
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    shakespeare = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
+    for needed in (VERDICT_URL, shakespeare, *CORPUS_SHA256.values()):
+        assert needed in readme, f"README.md does not mention {needed}"
+    assert set(CORPUS_SHA256) == {"the-verdict.txt", "tinyshakespeare.txt"}, "a new corpus: add it to the Data section"
