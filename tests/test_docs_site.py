@@ -200,4 +200,4 @@ def test_no_machine_paths_or_outside_words_on_the_site(site):
         text = path.read_text(encoding="utf-8")
         offenders += [f"{path.name}: …{p}…" for p in machine_paths(text)]
         offenders += [f"{path.name}: {m[0]!r}" for m in OUTSIDE_WORDS.finditer(text)]
-    assert not offenders, "\n".join(offenders)
+    if offenders: pytest.fail(f"{len(offenders)} offender(s) on the site:\n  " + "\n  ".join(offenders), pytrace=False)
