@@ -9,6 +9,8 @@ import torch
 from fastcore.basics import patch
 from torch import nn
 
+from .data import check_positive_ints
+
 # %% auto #0
 __all__ = ['GPTEmbedding']
 
@@ -21,10 +23,7 @@ class GPTEmbedding(nn.Module):
                  context_length: int,  # rows of the position table: the longest sequence the model accepts
                 ):
         super().__init__()
-        sizes = dict(vocab_size=vocab_size, emb_dim=emb_dim, context_length=context_length)
-        for name, value in sizes.items():
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        check_positive_ints(vocab_size=vocab_size, emb_dim=emb_dim, context_length=context_length)
         self.tok_emb = nn.Embedding(vocab_size, emb_dim)      # what each token is
         self.pos_emb = nn.Embedding(context_length, emb_dim)  # where it stands
 
