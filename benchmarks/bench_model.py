@@ -33,10 +33,13 @@ sys.path.insert(0, str(HERE.parents[1]))  # tiny_gpt from this checkout
 sys.path.insert(0, str(HERE.parent))      # results.py
 
 from transformers import GPT2Config, GPT2LMHeadModel  # noqa: E402  (a benchmark extra, as in the tests)
+from transformers.utils import logging as hf_logging  # noqa: E402
 
 from tiny_gpt.model import GPTModel, generate, gpt2_config_from_hf, load_gpt2_weights  # noqa: E402
 
 ROWS: list[dict] = []
+hf_logging.disable_progress_bar()
+hf_logging.set_verbosity_error()
 
 
 def row(what, ours, baseline, ratio, target, passed):
@@ -159,7 +162,7 @@ def bench_memory(quick: bool) -> None:
         untied = sum(p.numel() for p in GPTModel({**gpt2_preset_dict(), "tie_embeddings": False}).parameters())
     row("GPT-2 small parameters, tied head (float32)", f"{tied * 4 / 2**20:,.0f} MiB", f"{tied:,} parameters",
         None, "", None)
-    row("GPT-2 small parameters, untied head (float32)", f"{untied * 4 / 2**20:,.0f} MiB", f"{untied:,} parameters",
+    row("GPT-2 small parameters, head untied (float32)", f"{untied * 4 / 2**20:,.0f} MiB", f"{untied:,} parameters",
         None, "", None)
     if quick or not Path("/proc/self/status").exists():
         print("  (resident size skipped: --quick, or no /proc)"); return
@@ -191,6 +194,9 @@ def main() -> int:
     assert all(set(r) == set(ROW_KEYS) for r in ROWS)
     if args.quick or args.only: print("(rows not recorded: --quick/--only run)")
     else: record("model", ROWS, notes="medians of interleaved repeats; timings vary ±15 % on a shared machine")
+    if args.quick:
+        print("(--quick: shapes too small for the targets, so the verdicts above are a smoke test only)")
+        return 0
     return 0 if all(r["passed"] is not False for r in ROWS) else 1
 
 
