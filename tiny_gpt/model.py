@@ -219,7 +219,7 @@ def next_token(
     if top_p is not None: logits = _top_p_filter(logits, top_p)
     return torch.multinomial(torch.softmax(logits, dim=-1), num_samples=1)
 
-# %% ../nbs/06_model.ipynb #d7304aad
+# %% ../nbs/06_model.ipynb #9a55ff7b
 class KVCache:
     "Keys and values of the positions the model has seen, per block: each new token then costs one position."
     def __init__(self,
@@ -234,7 +234,7 @@ class KVCache:
     def store(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         "Write this step's (b, heads, t, head_dim) keys and values after the stored ones; return all of them."
         stored = self.keys[layer]
-        if stored is None or stored.shape[0] != k.shape[0] or stored.dtype != k.dtype:
+        if stored is None or (stored.shape[0], stored.dtype, stored.device) != (len(k), k.dtype, k.device):
             b, h, _, hd = k.shape  # allocated once, in the dtype the model computes in (bfloat16: autocast)
             self.keys[layer] = k.new_empty(b, h, self.capacity, hd)
             self.values[layer] = v.new_empty(b, h, self.capacity, hd)
@@ -437,10 +437,10 @@ def _layout_error(tensors: dict, expected: dict) -> str | None:
                     f"{tuple(expected[k].shape)}: {fix}")
     return None
 
-# %% ../nbs/06_model.ipynb #38513d57
+# %% ../nbs/06_model.ipynb #9fa8abed
 def load_gpt2_weights(
     model: GPTModel,  # a model of the weights' shape (gpt2_preset, gpt2_config_from_hf)
-    source,  # a Hugging Face GPT-2 state dict, a .safetensors/.bin file, or a model folder
+    source: Mapping | str | Path,  # a Hugging Face GPT-2 state dict, .safetensors/.bin file, or model folder
 ) -> GPTModel:
     "Copy Hugging Face GPT-2 weights into `model` (Conv1D transposed, q/k/v split, tied head); return it."
     tensors = _gpt2_tensors(_read_weights(source))
