@@ -100,6 +100,20 @@ def test_real_gpt2_small_loads_transformers_weights():
     assert max_diff(model, reference, ids(16, batch=1)) <= 1e-4
 
 
+def test_meta_model_takes_the_tensors(hf, tmp_path):
+    "A model built on the meta device is filled without random init: same logits, head still tied, no aliasing."
+    with torch.device("meta"): model = GPTModel(gpt2_config_from_hf(hf.config.to_dict()))
+    state = hf.state_dict()
+    load_gpt2_weights(model, state).eval()
+    assert model.out_head.weight is model.emb.tok_emb.weight
+    assert not any(p.is_meta for p in model.parameters()) and max_diff(model, hf, ids()) <= 1e-4
+    assert all(p.data_ptr() != q.data_ptr() for p in model.parameters() for q in hf.parameters())  # a caller's dict
+    hf.save_pretrained(tmp_path)
+    with torch.device("meta"): from_file = GPTModel(gpt2_config_from_hf(tmp_path))
+    assert max_diff(load_gpt2_weights(from_file, tmp_path).eval(), hf, ids()) <= 1e-4
+    assert all(p.is_contiguous() for p in from_file.parameters())
+
+
 def test_wrong_shapes_and_layouts_refused(hf):
     state = hf.state_dict()
     with pytest.raises(ValueError, match=r"h\.0\.ln_1\.weight has shape \(64,\) in the weights but the model's "
@@ -115,8 +129,11 @@ def test_wrong_shapes_and_layouts_refused(hf):
         load_gpt2_weights(GPTModel(small), state)
     with pytest.raises(ValueError, match="score.weight is not a tensor of GPT-2"):
         load_gpt2_weights(GPTModel(gpt2_config_from_hf(hf.config.to_dict())), {**state, "score.weight": torch.zeros(2)})
+
+
+def test_folder_without_weights(hf, tmp_path):
     with pytest.raises(FileNotFoundError, match="holds none of model.safetensors"):
-        load_gpt2_weights(GPTModel(gpt2_config_from_hf(hf.config.to_dict())), __import__("pathlib").Path("/"))
+        load_gpt2_weights(GPTModel(gpt2_config_from_hf(hf.config.to_dict())), tmp_path)
 
 
 def test_safetensors_missing_is_a_clear_error(hf, tmp_path, monkeypatch):
@@ -275,7 +292,7 @@ def test_cli_errors_name_the_fix(hf, tmp_path):
     with pytest.raises(ValueError, match="the prompt has 1100 tokens and the model reads at most 1024: shorten"):
         run_generate(parse("--prompt", " a" * 1100))
     torch.save(hf.state_dict(), tmp_path / "pytorch_model.bin")  # no config.json: the gpt2 preset is assumed
-    with pytest.raises(ValueError, match=r"the weights have 2 transformer blocks and the model has 12: .*choose the --preset"):
+    with pytest.raises(ValueError, match=r"2 transformer blocks and the model has 12: .*choose the --preset"):
         run_generate(parse("--prompt", "Hi", "--weights", str(tmp_path / "pytorch_model.bin")))
     with pytest.raises(ValueError, match="--prompt is empty"):
         run_generate(parse("--prompt", ""))

@@ -437,7 +437,7 @@ def _layout_error(tensors: dict, expected: dict) -> str | None:
                     f"{tuple(expected[k].shape)}: {fix}")
     return None
 
-# %% ../nbs/06_model.ipynb #9fa8abed
+# %% ../nbs/06_model.ipynb #9e398866
 def load_gpt2_weights(
     model: GPTModel,  # a model of the weights' shape (gpt2_preset, gpt2_config_from_hf)
     source: Mapping | str | Path,  # a Hugging Face GPT-2 state dict, .safetensors/.bin file, or model folder
@@ -447,7 +447,14 @@ def load_gpt2_weights(
     if model.cfg.tie_embeddings or "out_head.weight" not in tensors:  # GPT-2's head is its token embedding
         if "emb.tok_emb.weight" in tensors: tensors["out_head.weight"] = tensors["emb.tok_emb.weight"]
     if problem := _layout_error(tensors, model.state_dict()): raise ValueError(problem)
-    model.load_state_dict({k: t for k, (_, t) in tensors.items()})
+    if not any(p.is_meta for p in model.parameters()):
+        model.load_state_dict({k: t for k, (_, t) in tensors.items()})
+        return model
+    fresh = not isinstance(source, Mapping)  # tensors read from a file are ours; a caller's dict is not
+    own = {k: t.contiguous() if fresh else t.clone(memory_format=torch.contiguous_format)
+           for k, (_, t) in tensors.items()}
+    model.load_state_dict(own, assign=True)  # meta model: take the tensors instead of copying into them
+    if model.cfg.tie_embeddings: model.out_head.weight = model.emb.tok_emb.weight
     return model
 
 # %% ../nbs/06_model.ipynb #d0e9846a
@@ -486,7 +493,7 @@ def _load_for_cli(model: GPTModel, weights: str):
         raise ValueError(f"{e}; with tiny-gpt generate, choose the --preset of the weights "
                          f"({', '.join(GPT2_PRESETS)}) or pass their folder with its config.json") from None
 
-# %% ../nbs/06_model.ipynb #b028054a
+# %% ../nbs/06_model.ipynb #9287f450
 def run_generate(
     args: argparse.Namespace,  # parsed `tiny-gpt generate` arguments
 ) -> int:                      # exit status
@@ -498,7 +505,7 @@ def run_generate(
         raise ValueError(f"the prompt has {len(ids)} tokens and the model reads at most "
                          f"{cfg.context_length}: shorten --prompt")
     if args.seed is not None: torch.manual_seed(args.seed)
-    model = GPTModel(cfg)
+    with torch.device("meta" if args.weights else "cpu"): model = GPTModel(cfg)  # meta: filled by the weights
     if args.weights: _load_for_cli(model, args.weights)
     else: print("tiny-gpt: note: no --weights, so the weights are random and write noise. Pass --weights PATH"
                 " (GPT-2's model.safetensors, or a Hugging Face model folder), or train a model first.",
