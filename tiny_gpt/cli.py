@@ -176,8 +176,9 @@ def add_demo_parser(
 # %% ../nbs/08_cli.ipynb #5e0c1a03
 def _subcommands() -> tuple:
     "The functions that add the subcommands, in the order `tiny-gpt --help` lists them."
+    from tiny_gpt.model import add_generate_parser
     from tiny_gpt.store import add_prepare_parser
-    return (add_demo_parser, add_prepare_parser)
+    return (add_demo_parser, add_prepare_parser, add_generate_parser)
 
 def _parser() -> argparse.ArgumentParser:
     "The argument parser of `tiny-gpt`."

@@ -22,6 +22,8 @@ from torch import nn
 from .attention import MultiHeadAttention
 from .embeddings import GPTEmbedding
 from .env import get_device
+from .cli import BadInput
+from .data import check_positive_ints
 from .tokenizers import TikTokenizer
 
 # %% auto #0
@@ -58,10 +60,8 @@ class GPTConfig:
 
     def __post_init__(self):
         "Refuse shapes no model can have, naming the key."
-        for name in ("vocab_size", "context_length", "emb_dim", "n_heads", "n_layers"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        check_positive_ints(**{n: getattr(self, n) for n in ("vocab_size", "context_length", "emb_dim",
+                                                              "n_heads", "n_layers")})
         if self.emb_dim % self.n_heads:
             raise ValueError(f"emb_dim ({self.emb_dim}) must be divisible by n_heads ({self.n_heads})")
         rate = self.drop_rate
@@ -473,11 +473,14 @@ def add_generate_parser(
     p.add_argument("--temperature", type=float, default=0.0, metavar="T", help="0: greedy (default)")
     p.add_argument("--top-k", type=int, default=None, metavar="K", help="sample among the K best tokens only")
     p.add_argument("--seed", type=int, default=None, metavar="S", help="random seed: weights and sampling")
+    p.set_defaults(run=run_generate)
     return p
 
 # %% ../nbs/06_model.ipynb #fbda1ff9
 def _generate_config(args: argparse.Namespace) -> GPTConfig:
     "The model's shape: --preset, else the config.json beside --weights, else GPT-2 small."
+    if args.preset not in (None, *GPT2_PRESETS):
+        raise BadInput(f"unknown preset {args.preset!r}; choose one of {', '.join(GPT2_PRESETS)}")
     if args.preset: return gpt2_preset(args.preset)
     if args.weights:
         path = Path(args.weights)
@@ -488,9 +491,9 @@ def _generate_config(args: argparse.Namespace) -> GPTConfig:
 def _load_for_cli(model: GPTModel, weights: str):
     "load_gpt2_weights with errors that name the command's options."
     try: load_gpt2_weights(model, weights)
-    except ImportError as e: raise ValueError(str(e)) from None
+    except (ImportError, FileNotFoundError) as e: raise BadInput(str(e)) from None
     except ValueError as e:
-        raise ValueError(f"{e}; with tiny-gpt generate, choose the --preset of the weights "
+        raise BadInput(f"{e}; with tiny-gpt generate, choose the --preset of the weights "
                          f"({', '.join(GPT2_PRESETS)}) or pass their folder with its config.json") from None
 
 # %% ../nbs/06_model.ipynb #9287f450
@@ -498,11 +501,13 @@ def run_generate(
     args: argparse.Namespace,  # parsed `tiny-gpt generate` arguments
 ) -> int:                      # exit status
     "Run `tiny-gpt generate`: print the prompt and its continuation."
+    if args.max_new_tokens < 0 or args.temperature < 0 or (args.top_k is not None and args.top_k < 1):
+        raise BadInput("--max-new-tokens and --temperature must be >= 0, and --top-k >= 1")
     cfg, tokenizer = _generate_config(args), TikTokenizer("gpt2")
     ids = tokenizer.encode(args.prompt)
-    if not ids: raise ValueError("--prompt is empty: give some text to continue")
+    if not ids: raise BadInput("--prompt is empty: give some text to continue")
     if len(ids) > cfg.context_length:
-        raise ValueError(f"the prompt has {len(ids)} tokens and the model reads at most "
+        raise BadInput(f"the prompt has {len(ids)} tokens and the model reads at most "
                          f"{cfg.context_length}: shorten --prompt")
     if args.seed is not None: torch.manual_seed(args.seed)
     with torch.device("meta" if args.weights else "cpu"): model = GPTModel(cfg)  # meta: filled by the weights
