@@ -48,7 +48,7 @@ setuptools.setup(
     package_data=package_data,
     include_package_data=True,
     install_requires=requirements,
-    extras_require={"dev": dev_requirements},
+    extras_require={"dev": dev_requirements, "safetensors": ["safetensors>=0.4"]},  # reading .safetensors weights
     python_requires=">=" + min_python,
     entry_points={
         "console_scripts": console_scripts,
