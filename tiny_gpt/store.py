@@ -29,8 +29,155 @@ from .io import atomic_write, sha256_file, utf8_text_start
 from .tokenizers import GPT2_PATTERN, TikTokenizer
 
 # %% auto #0
-__all__ = ['STORE_FORMAT', 'STORE_VERSION', 'VERIFY_AUTO_BYTES', 'first_safe_cut', 'token_dtype', 'parse_shard', 'shard_stem',
-           'prepare_store', 'add_prepare_parser', 'run_prepare', 'TokenStore', 'open_store']
+__all__ = ['STORE_FORMAT', 'STORE_VERSION', 'VERIFY_AUTO_BYTES', 'TokenStore', 'open_store', 'first_safe_cut', 'token_dtype',
+           'parse_shard', 'shard_stem', 'prepare_store', 'add_prepare_parser', 'run_prepare']
+
+# %% ../nbs/03a_store.ipynb #287e0202
+STORE_FORMAT, STORE_VERSION = "tiny_gpt.token_store", 1
+
+def _read_header(file: Path) -> dict:
+    "The shard header in `file`, checked to be a token store header of this version."
+    try: header = json.loads(file.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise BadInput(f"'{file}' is not a valid store header ({e}): delete it and prepare that shard "
+                       "again") from None
+    if header.get("format") != STORE_FORMAT or header.get("version") != STORE_VERSION:
+        raise BadInput(f"'{file}' is not a version-{STORE_VERSION} {STORE_FORMAT} header (format "
+                       f"{header.get('format')!r}, version {header.get('version')!r}): prepare the store "
+                       "again with this version of tiny_gpt")
+    return header
+
+# %% ../nbs/03a_store.ipynb #5d1f0a71
+def _load_headers(path: Path) -> list[tuple[Path, dict]]:
+    "(header file, header) of every shard in the store folder `path`, checked to form one complete store."
+    if not path.exists():
+        raise FileNotFoundError(f"no token store at '{path}': create it with "
+                                f"`tiny-gpt prepare INPUT... --out {path}`")
+    if not path.is_dir(): raise NotADirectoryError(f"'{path}' is not a folder: pass the token store's folder")
+    if not (files := sorted(path.glob("shard-*-of-*.json"))):
+        raise FileNotFoundError(f"'{path}' holds no token store header (shard-*-of-*.json): create one with "
+                                f"`tiny-gpt prepare INPUT... --out {path}`, or wait for a running prepare "
+                                "to finish")
+    headers = [(file, _read_header(file)) for file in files]
+    if len(counts := {h["shard"]["count"] for _, h in headers}) > 1:
+        raise BadInput(f"'{path}' mixes shards of different splittings (of {sorted(counts)}): delete the "
+                       "shard-*-of-* files of the old run, or prepare into an empty folder")
+    n = counts.pop()
+    if missing := sorted(set(range(n)) - {h["shard"]["index"] for _, h in headers}):
+        raise FileNotFoundError(f"'{path}' lacks shards {', '.join(f'{k}/{n}' for k in missing)}: run "
+                                f"`tiny-gpt prepare ... --out {path} --shard K/{n}` for each (or wait until "
+                                "they finish)")
+    for key in ("tokenizer", "vocab_size", "eot_token", "dtype"):
+        if len({h[key] for _, h in headers}) > 1:
+            which = ", ".join(f"{f.name}: {h[key]!r}" for f, h in headers)
+            raise BadInput(f"the shards of '{path}' disagree on {key} ({which}): every shard must be "
+                           "prepared with the same --tokenizer; prepare the odd ones again")
+    return headers
+
+# %% ../nbs/03a_store.ipynb #5d1f0a52
+def _map_split(folder: Path, header_file: Path, header: dict, split: str) -> np.memmap | None:
+    "The split's token file of one shard as a read-only memmap (None when empty), after checking its size."
+    again = f"prepare shard {header['shard']['index']}/{header['shard']['count']} again"
+    if split not in header["splits"]:
+        raise BadInput(f"'{header_file}' has no {split!r} split (it has {list(header['splits'])}): "
+                       f"prepare with --val-fraction F to hold out a 'val' split")
+    if header["dtype"] not in ("uint16", "uint32") or np.iinfo(header["dtype"]).max < header["vocab_size"]-1:
+        raise BadInput(f"'{header_file}' declares dtype {header['dtype']!r}, which cannot hold "
+                       f"{header['vocab_size']} token ids: the header is damaged; prepare the store again")
+    info, dtype = header["splits"][split], np.dtype(header["dtype"]).newbyteorder("<")
+    file = folder / info["file"]
+    if not file.is_file():
+        raise FileNotFoundError(f"'{file}' is missing (its header '{header_file}' lists it): {again}")
+    expected, actual = info["n_tokens"] * dtype.itemsize, file.stat().st_size
+    if actual != expected:
+        raise BadInput(f"'{file}' has {actual:,} bytes but its header promises {info['n_tokens']:,} "
+                       f"{dtype.name} tokens = {expected:,} bytes: the file is truncated or has the wrong "
+                       f"dtype; {again}")
+    return np.memmap(file, dtype=dtype, mode="r", shape=(info["n_tokens"],)) if info["n_tokens"] else None
+
+# %% ../nbs/03a_store.ipynb #a8ce1fe5
+class TokenStore:
+    "A token store opened for reading: one read-only `numpy.memmap` per shard; nothing is loaded into RAM."
+    def __init__(self,
+                 path: Path,                        # the store folder
+                 split: str,                        # "train" or "val"
+                 headers: list[tuple[Path, dict]],  # (header file, header) of each shard: `_load_headers`
+                ):
+        ordered = sorted(headers, key=lambda fh: fh[1]["shard"]["index"])
+        self.path, self.split = path, split
+        self.headers, self._header_files = [h for _, h in ordered], [f for f, _ in ordered]
+        self._map()
+
+    def _map(self) -> None:
+        maps = [_map_split(self.path, f, h, self.split) for f, h in zip(self._header_files, self.headers)]
+        self.shards: list[np.memmap] = [m for m in maps if m is not None]  # 1-D each
+
+    tokenizer_name = property(lambda self: self.headers[0]["tokenizer"], doc="name of the tiktoken encoding")
+    vocab_size = property(lambda self: self.headers[0]["vocab_size"], doc="number of token ids")
+    eot_token = property(lambda self: self.headers[0]["eot_token"], doc="id of <|endoftext|>")
+    dtype = property(lambda self: np.dtype(self.headers[0]["dtype"]), doc="dtype of the stored ids")
+    n_tokens = property(lambda self: sum(len(s) for s in self.shards), doc="tokens in this split, all shards")
+    def __len__(self) -> int: return self.n_tokens
+
+    def __repr__(self):
+        return (f"TokenStore('{self.path}', split={self.split!r}: {self.n_tokens:,} {self.tokenizer_name} "
+                f"tokens ({self.dtype.name}) in {len(self.headers)} shard(s))")
+
+# %% ../nbs/03a_store.ipynb #5d1f0a54
+@patch(as_prop=True)
+def header(self: TokenStore) -> dict:
+    "A summary of the store: the settings all shards share, with this split's totals."
+    h = self.headers[0]
+    shared = ("format", "version", "tokenizer", "vocab_size", "eot_token", "dtype", "byteorder")
+    return {k: h[k] for k in shared} | {
+        "split": self.split, "n_tokens": self.n_tokens, "n_shards": len(self.headers),
+        "n_documents": sum(x["splits"][self.split]["n_documents"] for x in self.headers),
+        "n_sources": sum(len(x["sources"]) for x in self.headers)}
+
+# %% ../nbs/03a_store.ipynb #b41d6ef1
+VERIFY_AUTO_BYTES = 1 << 30  # verify=None hashes stores up to this many bytes
+
+def open_store(
+    path: str | os.PathLike,     # the store folder
+    split: str = "train",        # "train" or "val"
+    tokenizer: str | object | None = None,  # expected tokenizer (a name or an object with `.name`); None: any
+    verify: bool | None = None,  # check the tokens' SHA-256; None: only for stores up to 1 GB
+) -> TokenStore:
+    "Open the token store in folder `path` for reading, after checking its headers and files."
+    path = Path(path).expanduser()
+    store = TokenStore(path, split, _load_headers(path))
+    expected = getattr(tokenizer, "name", None) if tokenizer is not None and not isinstance(tokenizer, str) \
+        else tokenizer
+    if expected is not None and expected != store.tokenizer_name:
+        raise BadInput(f"'{path}' was tokenized with {store.tokenizer_name!r}, but {expected!r} is expected: "
+                       f"use tokenizer {store.tokenizer_name!r}, or prepare the store again with --tokenizer "
+                       f"{expected}")
+    if verify is None: verify = store.n_tokens * store.dtype.itemsize <= VERIFY_AUTO_BYTES
+    for file, h in zip(store._header_files, store.headers) if verify else ():
+        info = h["splits"][split]
+        if info["n_tokens"] and (actual := sha256_file(path / info["file"])) != info["sha256"]:
+            raise BadInput(f"'{path / info['file']}' is corrupted: the SHA-256 of its tokens is "
+                           f"{actual[:16]}…, "
+                           f"its header '{file.name}' says {info['sha256'][:16]}…; prepare shard "
+                           f"{h['shard']['index']}/{h['shard']['count']} again")
+    if store.n_tokens == 0:
+        raise BadInput(f"the {split!r} split of '{path}' holds no tokens: its documents may be empty or too "
+                       "short to hold out a val tail")
+    return store
+
+# %% ../nbs/03a_store.ipynb #5d1f0a61
+@patch
+def __getstate__(self: TokenStore) -> dict:
+    "What a pickle of the store holds: where its files are, not the tokens."
+    state = self.__dict__.copy()
+    del state["shards"]  # each process maps the files again
+    return state
+
+@patch
+def __setstate__(self: TokenStore, state: dict) -> None:
+    "Rebuild an unpickled store: map its files again."
+    self.__dict__.update(state)
+    self._map()
 
 # %% ../nbs/03a_store.ipynb #6bdc7ce4
 _CUT_PAIR = re.compile(rb"[^ \t\n\v\f\r][ \t\n\v\f\r]")  # a non-whitespace byte, then ASCII whitespace
@@ -266,8 +413,6 @@ def _check_unchanged(docs: list[Path], before: list[os.stat_result]) -> None:
             raise BadInput(f"'{doc}' changed while being prepared: prepare it again when nothing writes it")
 
 # %% ../nbs/03a_store.ipynb #5d1f0a31
-STORE_FORMAT, STORE_VERSION = "tiny_gpt.token_store", 1
-
 def _header(
     encoding,                   # the tiktoken encoding
     shard: tuple[int, int],     # (K, N)
@@ -359,6 +504,8 @@ def _shards_in(folder: Path) -> set[tuple[int, int]]:
     found = (re.fullmatch(r"shard-(\d+)-of-(\d+)\.json", p.name) for p in folder.glob("shard-*-of-*.json"))
     return {(int(m[1]), int(m[2])) for m in found if m}
 
+
+# %% ../nbs/03a_store.ipynb #42a5d7d3
 def _check_out(
     out: Path,                     # the store folder
     shard: tuple[int, int],        # (K, N) about to be written
@@ -481,148 +628,3 @@ def run_prepare(
               f"{len(h['sources'])} document(s), {mb:.1f} MB in {h['seconds']:.1f} s "
               f"({mb / seconds:.1f} MB/s)")
     return 0
-
-# %% ../nbs/03a_store.ipynb #287e0202
-def _read_header(file: Path) -> dict:
-    "The shard header in `file`, checked to be a token store header of this version."
-    try: header = json.loads(file.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise BadInput(f"'{file}' is not a valid store header ({e}): delete it and prepare that shard "
-                       "again") from None
-    if header.get("format") != STORE_FORMAT or header.get("version") != STORE_VERSION:
-        raise BadInput(f"'{file}' is not a version-{STORE_VERSION} {STORE_FORMAT} header (format "
-                       f"{header.get('format')!r}, version {header.get('version')!r}): prepare the store "
-                       "again with this version of tiny_gpt")
-    return header
-
-# %% ../nbs/03a_store.ipynb #5d1f0a71
-def _load_headers(path: Path) -> list[tuple[Path, dict]]:
-    "(header file, header) of every shard in the store folder `path`, checked to form one complete store."
-    if not path.exists():
-        raise FileNotFoundError(f"no token store at '{path}': create it with "
-                                f"`tiny-gpt prepare INPUT... --out {path}`")
-    if not path.is_dir(): raise NotADirectoryError(f"'{path}' is not a folder: pass the token store's folder")
-    if not (files := sorted(path.glob("shard-*-of-*.json"))):
-        raise FileNotFoundError(f"'{path}' holds no token store header (shard-*-of-*.json): create one with "
-                                f"`tiny-gpt prepare INPUT... --out {path}`, or wait for a running prepare "
-                                "to finish")
-    headers = [(file, _read_header(file)) for file in files]
-    if len(counts := {h["shard"]["count"] for _, h in headers}) > 1:
-        raise BadInput(f"'{path}' mixes shards of different splittings (of {sorted(counts)}): delete the "
-                       "shard-*-of-* files of the old run, or prepare into an empty folder")
-    n = counts.pop()
-    if missing := sorted(set(range(n)) - {h["shard"]["index"] for _, h in headers}):
-        raise FileNotFoundError(f"'{path}' lacks shards {', '.join(f'{k}/{n}' for k in missing)}: run "
-                                f"`tiny-gpt prepare ... --out {path} --shard K/{n}` for each (or wait until "
-                                "they finish)")
-    for key in ("tokenizer", "vocab_size", "eot_token", "dtype"):
-        if len({h[key] for _, h in headers}) > 1:
-            which = ", ".join(f"{f.name}: {h[key]!r}" for f, h in headers)
-            raise BadInput(f"the shards of '{path}' disagree on {key} ({which}): every shard must be "
-                           "prepared with the same --tokenizer; prepare the odd ones again")
-    return headers
-
-# %% ../nbs/03a_store.ipynb #5d1f0a52
-def _map_split(folder: Path, header_file: Path, header: dict, split: str) -> np.memmap | None:
-    "The split's token file of one shard as a read-only memmap (None when empty), after checking its size."
-    again = f"prepare shard {header['shard']['index']}/{header['shard']['count']} again"
-    if split not in header["splits"]:
-        raise BadInput(f"'{header_file}' has no {split!r} split (it has {list(header['splits'])}): "
-                       f"prepare with --val-fraction F to hold out a 'val' split")
-    if header["dtype"] not in ("uint16", "uint32") or np.iinfo(header["dtype"]).max < header["vocab_size"]-1:
-        raise BadInput(f"'{header_file}' declares dtype {header['dtype']!r}, which cannot hold "
-                       f"{header['vocab_size']} token ids: the header is damaged; prepare the store again")
-    info, dtype = header["splits"][split], np.dtype(header["dtype"]).newbyteorder("<")
-    file = folder / info["file"]
-    if not file.is_file():
-        raise FileNotFoundError(f"'{file}' is missing (its header '{header_file}' lists it): {again}")
-    expected, actual = info["n_tokens"] * dtype.itemsize, file.stat().st_size
-    if actual != expected:
-        raise BadInput(f"'{file}' has {actual:,} bytes but its header promises {info['n_tokens']:,} "
-                       f"{dtype.name} tokens = {expected:,} bytes: the file is truncated or has the wrong "
-                       f"dtype; {again}")
-    return np.memmap(file, dtype=dtype, mode="r", shape=(info["n_tokens"],)) if info["n_tokens"] else None
-
-# %% ../nbs/03a_store.ipynb #a8ce1fe5
-class TokenStore:
-    "A token store opened for reading: one read-only `numpy.memmap` per shard; nothing is loaded into RAM."
-    def __init__(self,
-                 path: Path,                        # the store folder
-                 split: str,                        # "train" or "val"
-                 headers: list[tuple[Path, dict]],  # (header file, header) of each shard: `_load_headers`
-                ):
-        ordered = sorted(headers, key=lambda fh: fh[1]["shard"]["index"])
-        self.path, self.split = path, split
-        self.headers, self._header_files = [h for _, h in ordered], [f for f, _ in ordered]
-        self._map()
-
-    def _map(self) -> None:
-        maps = [_map_split(self.path, f, h, self.split) for f, h in zip(self._header_files, self.headers)]
-        self.shards: list[np.memmap] = [m for m in maps if m is not None]  # 1-D each
-
-    tokenizer_name = property(lambda self: self.headers[0]["tokenizer"], doc="name of the tiktoken encoding")
-    vocab_size = property(lambda self: self.headers[0]["vocab_size"], doc="number of token ids")
-    eot_token = property(lambda self: self.headers[0]["eot_token"], doc="id of <|endoftext|>")
-    dtype = property(lambda self: np.dtype(self.headers[0]["dtype"]), doc="dtype of the stored ids")
-    n_tokens = property(lambda self: sum(len(s) for s in self.shards), doc="tokens in this split, all shards")
-    def __len__(self) -> int: return self.n_tokens
-
-    def __repr__(self):
-        return (f"TokenStore('{self.path}', split={self.split!r}: {self.n_tokens:,} {self.tokenizer_name} "
-                f"tokens ({self.dtype.name}) in {len(self.headers)} shard(s))")
-
-# %% ../nbs/03a_store.ipynb #5d1f0a54
-@patch(as_prop=True)
-def header(self: TokenStore) -> dict:
-    "A summary of the store: the settings all shards share, with this split's totals."
-    h = self.headers[0]
-    shared = ("format", "version", "tokenizer", "vocab_size", "eot_token", "dtype", "byteorder")
-    return {k: h[k] for k in shared} | {
-        "split": self.split, "n_tokens": self.n_tokens, "n_shards": len(self.headers),
-        "n_documents": sum(x["splits"][self.split]["n_documents"] for x in self.headers),
-        "n_sources": sum(len(x["sources"]) for x in self.headers)}
-
-# %% ../nbs/03a_store.ipynb #b41d6ef1
-VERIFY_AUTO_BYTES = 1 << 30  # verify=None hashes stores up to this many bytes
-
-def open_store(
-    path: str | os.PathLike,     # the store folder
-    split: str = "train",        # "train" or "val"
-    tokenizer: str | object | None = None,  # expected tokenizer (a name or an object with `.name`); None: any
-    verify: bool | None = None,  # check the tokens' SHA-256 (~0.7 s per GB); None: only for stores up to 1 GB
-) -> TokenStore:
-    "Open the token store in folder `path` for reading, after checking its headers and files."
-    path = Path(path).expanduser()
-    store = TokenStore(path, split, _load_headers(path))
-    expected = getattr(tokenizer, "name", None) if tokenizer is not None and not isinstance(tokenizer, str) \
-        else tokenizer
-    if expected is not None and expected != store.tokenizer_name:
-        raise BadInput(f"'{path}' was tokenized with {store.tokenizer_name!r}, but {expected!r} is expected: "
-                       f"use tokenizer {store.tokenizer_name!r}, or prepare the store again with --tokenizer "
-                       f"{expected}")
-    if verify is None: verify = store.n_tokens * store.dtype.itemsize <= VERIFY_AUTO_BYTES
-    for file, h in zip(store._header_files, store.headers) if verify else ():
-        info = h["splits"][split]
-        if info["n_tokens"] and (actual := sha256_file(path / info["file"])) != info["sha256"]:
-            raise BadInput(f"'{path / info['file']}' is corrupted: the SHA-256 of its tokens is "
-                           f"{actual[:16]}…, "
-                           f"its header '{file.name}' says {info['sha256'][:16]}…; prepare shard "
-                           f"{h['shard']['index']}/{h['shard']['count']} again")
-    if store.n_tokens == 0:
-        raise BadInput(f"the {split!r} split of '{path}' holds no tokens: its documents may be empty or too "
-                       "short to hold out a val tail")
-    return store
-
-# %% ../nbs/03a_store.ipynb #5d1f0a61
-@patch
-def __getstate__(self: TokenStore) -> dict:
-    "What a pickle of the store holds: where its files are, not the tokens."
-    state = self.__dict__.copy()
-    del state["shards"]  # each process maps the files again
-    return state
-
-@patch
-def __setstate__(self: TokenStore, state: dict) -> None:
-    "Rebuild an unpickled store: map its files again."
-    self.__dict__.update(state)
-    self._map()
