@@ -19,8 +19,9 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from .tokenizers import TikTokenizer, Tokenizer
 
 # %% auto #0
-__all__ = ['check_positive_ints', 'count_windows', 'NextTokenDataset', 'WindowBatchSampler', 'collate_windows', 'WindowLoader',
-           'tiny_data_loader', 'shuffle_positions', 'RandomWindowSampler', 'TokenStoreDataset', 'WindowBatch']
+__all__ = ['check_positive_ints', 'count_windows', 'NextTokenDataset', 'WindowBatchSampler', 'collate_windows',
+           'tiny_data_loader', 'WindowLoader', 'shuffle_positions', 'RandomWindowSampler', 'TokenStoreDataset',
+           'WindowBatch']
 
 # %% ../nbs/03_dataloader.ipynb #b4d9d7ce
 def check_positive_ints(**values: int) -> None:
@@ -89,38 +90,23 @@ class WindowBatchSampler(Sampler):
                  world_size: int | None = None,  # how many ranks share the data; None: from torch.distributed
                 ):
         check_positive_ints(batch_size=batch_size)
-        dist_rank, dist_world = _dist_rank_world()
-        self.rank = dist_rank if rank is None else rank
-        self.world_size = dist_world if world_size is None else world_size
-        check_positive_ints(world_size=self.world_size)
-        if not 0 <= self.rank < self.world_size:
-            raise ValueError(f"rank must be in [0, {self.world_size}), got {self.rank}")
-        self.n_windows, self.batch_size = n_windows, batch_size
-        self.shuffle, self.drop_last = shuffle, drop_last
-        self.seed = seed if seed is not None else 0 if self.world_size > 1 else _random_seed()
-        self.epoch, self._auto_epoch = 0, True
+        self.n_windows, self.batch_size, self.drop_last = n_windows, batch_size, drop_last
+        self._set_ranks(rank, world_size)  # which windows are this process's: "Several processes"
+        self._set_order(shuffle, seed)     # their order, epoch after epoch: "Shuffling and epochs"
 
-    def set_epoch(self, epoch: int) -> None:
-        "Use the order of epoch `epoch` from now on (call it before each epoch, as with DistributedSampler)."
-        self.epoch, self._auto_epoch = epoch, False
+    def _set_ranks(self, rank: int | None, world_size: int | None) -> None:
+        "For now one process reads every window."
+        self.rank, self.world_size = 0, 1
 
-# %% ../nbs/03_dataloader.ipynb #f0aa74a9
-def _dist_rank_world() -> tuple[int, int]:
-    "(rank, world_size) of torch.distributed, or (0, 1) when it is not initialised."
-    dist = torch.distributed
-    if dist.is_available() and dist.is_initialized(): return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-def _random_seed() -> int:
-    "A seed drawn from torch's global generator, so `torch.manual_seed` fixes it."
-    return int(torch.randint(0, 2**62, ()).item())
+    def _set_order(self, shuffle: bool, seed: int | None) -> None:
+        "For now the windows come in order, epoch after epoch."
+        self.shuffle, self.seed, self.epoch = shuffle, seed, 0
 
 # %% ../nbs/03_dataloader.ipynb #565cafe5
 @patch(as_prop=True)
 def windows_per_rank(self: WindowBatchSampler) -> int:
-    "How many windows this rank reads in one epoch."
-    w = self.world_size
-    return self.n_windows // w if self.drop_last else math.ceil(self.n_windows / w)
+    "How many windows this process reads in one epoch: all of them."
+    return self.n_windows
 
 @patch
 def __len__(self: WindowBatchSampler) -> int:
@@ -132,23 +118,22 @@ def windows_at(self: WindowBatchSampler,
                k: np.ndarray,  # positions in this rank's share of the epoch, each in [0, windows_per_rank)
               ) -> np.ndarray:
     "The window indices at positions `k` of this rank's order for the current epoch: int64."
-    k = np.asarray(k, dtype=np.int64)
-    p = (self.rank + self.world_size * k) % self.n_windows  # the wrap is the DDP padding
-    return shuffle_positions(p, self.n_windows, self.seed, self.epoch) if self.shuffle else p
+    return np.asarray(k, dtype=np.int64)  # in order: position k is window k
 
 @patch
 def epoch_order(self: WindowBatchSampler) -> torch.Tensor:
     "All window indices this rank reads in the current epoch (for inspection; iterating never builds it)."
     return torch.from_numpy(self.windows_at(np.arange(self.windows_per_rank)))
 
+@patch
+def _this_pass(self: WindowBatchSampler) -> WindowBatchSampler:
+    "The sampler whose order this pass over the batches reads."
+    return self
+
 # %% ../nbs/03_dataloader.ipynb #80d4bfea
 @patch
 def __iter__(self: WindowBatchSampler) -> Iterator[np.ndarray]:
-    b, sampler = self.batch_size, self
-    if self._auto_epoch:  # freeze this pass's epoch; the next pass gets the next one
-        sampler = WindowBatchSampler(self.n_windows, b, self.shuffle, self.drop_last, self.seed,
-                                     self.rank, self.world_size)
-        sampler.epoch, self.epoch = self.epoch, self.epoch + 1
+    b, sampler = self.batch_size, self._this_pass()
     total = min(len(self) * b, self.windows_per_rank)  # positions of this pass
     block = max(1, 8192 // b) * b                       # positions computed per round of numpy calls
     for first in range(0, total, block):
@@ -163,6 +148,34 @@ def collate_windows(
     if hasattr(batch, "inputs"): return [batch.inputs, batch.targets]  # a `WindowBatch`
     inputs, targets = zip(*batch)
     return [torch.stack(inputs), torch.stack(targets)]
+
+# %% ../nbs/03_dataloader.ipynb #63f0fb4f
+def tiny_data_loader(
+    source: str | os.PathLike | object,  # text, a token store (its folder as a Path, or opened), or 1-D ids
+    batch_size: int = 4,        # windows per batch
+    max_length: int = 256,      # tokens per window (the context length)
+    stride: int = 128,          # tokens between the starts of consecutive windows
+    shuffle: bool = True,       # a new random window order every epoch
+    drop_last: bool = True,     # drop a final batch smaller than `batch_size` (and an uneven DDP tail)
+    num_workers: int = 0,       # worker processes building batches (0: in this process)
+    tokenizer: Tokenizer | None = None,  # anything with `.encode`; default GPT-2 with <|endoftext|> allowed
+    seed: int | None = None,    # fixes the shuffled order (None: random; 0 under DDP)
+    sampling: str = "windows",  # "windows": each strided window once per epoch; "random": random offsets
+    num_batches: int | None = None,  # batches per pass for sampling="random"; None: as many as a strided pass
+    split: str = "train",       # which split of a store folder to read
+    rank: int | None = None,    # DDP rank; None: from torch.distributed when initialised
+    world_size: int | None = None,  # DDP world size; None: from torch.distributed
+    collate_fn: Callable | None = None,  # turns a batch's (input, target) windows into what the loader yields
+    **kwargs,                   # passed on to `torch.utils.data.DataLoader`, e.g. pin_memory=True
+) -> WindowLoader:  # iterate it for `[inputs, targets]`, two (batch_size, max_length) int64 tensors
+    "A DataLoader of `[inputs, targets]` batches (targets shifted one token) from text or a token store."
+    check_positive_ints(batch_size=batch_size, max_length=max_length, stride=stride)
+    _check_loader_args(num_workers, sampling, shuffle, num_batches, kwargs)
+    dataset = _as_dataset(source, max_length, stride, tokenizer, split)
+    sampler = WindowBatchSampler(len(dataset), batch_size, shuffle, drop_last, seed, rank, world_size)
+    _check_enough_windows(dataset, sampler)
+    if sampling == "random": dataset, sampler = _random_offsets(dataset, sampler, num_batches)
+    return WindowLoader(dataset, sampler, collate_fn or collate_windows, num_workers=num_workers, **kwargs)
 
 # %% ../nbs/03_dataloader.ipynb #240a64dc
 def _as_dataset(source, max_length: int, stride: int, tokenizer: Tokenizer | None, split: str) -> Dataset:
@@ -236,34 +249,6 @@ def _check_loader_args(num_workers: int, sampling: str, shuffle: bool, num_batch
         raise TypeError(f"tiny_data_loader builds the DataLoader's {' and '.join(clash)} itself: use "
                         "torch.utils.data.DataLoader(loader.dataset, ...) to choose your own")
 
-# %% ../nbs/03_dataloader.ipynb #63f0fb4f
-def tiny_data_loader(
-    source: str | os.PathLike | object,  # text, a token store (its folder as a Path, or opened), or 1-D ids
-    batch_size: int = 4,        # windows per batch
-    max_length: int = 256,      # tokens per window (the context length)
-    stride: int = 128,          # tokens between the starts of consecutive windows
-    shuffle: bool = True,       # a new random window order every epoch
-    drop_last: bool = True,     # drop a final batch smaller than `batch_size` (and an uneven DDP tail)
-    num_workers: int = 0,       # worker processes building batches (0: in this process)
-    tokenizer: Tokenizer | None = None,  # anything with `.encode`; default GPT-2 with <|endoftext|> allowed
-    seed: int | None = None,    # fixes the shuffled order (None: random; 0 under DDP)
-    sampling: str = "windows",  # "windows": each strided window once per epoch; "random": random offsets
-    num_batches: int | None = None,  # batches per pass for sampling="random"; None: as many as a strided pass
-    split: str = "train",       # which split of a store folder to read
-    rank: int | None = None,    # DDP rank; None: from torch.distributed when initialised
-    world_size: int | None = None,  # DDP world size; None: from torch.distributed
-    collate_fn: Callable | None = None,  # turns a batch's (input, target) windows into what the loader yields
-    **kwargs,                   # passed on to `torch.utils.data.DataLoader`, e.g. pin_memory=True
-) -> WindowLoader:  # iterate it for `[inputs, targets]`, two (batch_size, max_length) int64 tensors
-    "A DataLoader of `[inputs, targets]` batches (targets shifted one token) from text or a token store."
-    check_positive_ints(batch_size=batch_size, max_length=max_length, stride=stride)
-    _check_loader_args(num_workers, sampling, shuffle, num_batches, kwargs)
-    dataset = _as_dataset(source, max_length, stride, tokenizer, split)
-    sampler = WindowBatchSampler(len(dataset), batch_size, shuffle, drop_last, seed, rank, world_size)
-    _check_enough_windows(dataset, sampler)
-    if sampling == "random": dataset, sampler = _random_offsets(dataset, sampler, num_batches)
-    return WindowLoader(dataset, sampler, collate_fn or collate_windows, num_workers=num_workers, **kwargs)
-
 # %% ../nbs/03_dataloader.ipynb #7c52c65c
 _M1, _M2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
 
@@ -300,6 +285,47 @@ def shuffle_positions(
     x = _feistel(x, bits, keys)
     while (outside := x >= n).any(): x[outside] = _feistel(x[outside], bits, keys)  # cycle walking
     return x.astype(np.int64)
+
+# %% ../nbs/03_dataloader.ipynb #515c13c6
+def _dist_rank_world() -> tuple[int, int]:
+    "(rank, world_size) of torch.distributed, or (0, 1) when it is not initialised."
+    dist = torch.distributed
+    if dist.is_available() and dist.is_initialized(): return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+def _random_seed() -> int:
+    "A seed drawn from torch's global generator, so `torch.manual_seed` fixes it."
+    return int(torch.randint(0, 2**62, ()).item())
+
+@patch
+def _set_order(self: WindowBatchSampler, shuffle: bool, seed: int | None) -> None:
+    "Shuffle or not; the seed (random unless given, 0 under DDP); epoch 0, and each pass moves on."
+    self.shuffle = shuffle
+    self.seed = seed if seed is not None else 0 if self.world_size > 1 else _random_seed()
+    self.epoch, self._auto_epoch = 0, True
+
+@patch
+def set_epoch(self: WindowBatchSampler, epoch: int) -> None:
+    "Use the order of epoch `epoch` from now on (call it before each epoch, as with DistributedSampler)."
+    self.epoch, self._auto_epoch = epoch, False
+
+# %% ../nbs/03_dataloader.ipynb #4bd3a9ea
+@patch
+def windows_at(self: WindowBatchSampler,
+               k: np.ndarray,  # positions in this rank's share of the epoch, each in [0, windows_per_rank)
+              ) -> np.ndarray:
+    "The window indices at positions `k` of this rank's order for the current epoch: int64."
+    k = np.asarray(k, dtype=np.int64)
+    return shuffle_positions(k, self.n_windows, self.seed, self.epoch) if self.shuffle else k
+
+@patch
+def _this_pass(self: WindowBatchSampler) -> WindowBatchSampler:
+    "The sampler whose order this pass reads: the epoch frozen; without `set_epoch` the next pass moves on."
+    if not self._auto_epoch: return self
+    sampler = WindowBatchSampler(self.n_windows, self.batch_size, self.shuffle, self.drop_last, self.seed,
+                                 self.rank, self.world_size)
+    sampler.epoch, self.epoch = self.epoch, self.epoch + 1
+    return sampler
 
 # %% ../nbs/03_dataloader.ipynb #bcc6055e
 class RandomWindowSampler(Sampler):
@@ -338,6 +364,32 @@ def _random_offsets(dataset: Dataset, sampler: WindowBatchSampler,
     if hasattr(dataset, "shards"): every = TokenStoreDataset(dataset.shards, L, 1, dataset.source_name)
     else: every = NextTokenDataset(dataset.tokens, L, 1)
     return every, RandomWindowSampler(len(every), b, num_batches or len(sampler), sampler.seed, sampler.rank)
+
+# %% ../nbs/03_dataloader.ipynb #113fde2a
+@patch
+def _set_ranks(self: WindowBatchSampler, rank: int | None, world_size: int | None) -> None:
+    "This process's rank and how many ranks there are: given, or from torch.distributed (0 and 1 without)."
+    dist_rank, dist_world = _dist_rank_world()
+    self.rank = dist_rank if rank is None else rank
+    self.world_size = dist_world if world_size is None else world_size
+    check_positive_ints(world_size=self.world_size)
+    if not 0 <= self.rank < self.world_size:
+        raise ValueError(f"rank must be in [0, {self.world_size}), got {self.rank}")
+
+@patch(as_prop=True)
+def windows_per_rank(self: WindowBatchSampler) -> int:
+    "How many windows this rank reads in one epoch."
+    w = self.world_size
+    return self.n_windows // w if self.drop_last else math.ceil(self.n_windows / w)
+
+@patch
+def windows_at(self: WindowBatchSampler,
+               k: np.ndarray,  # positions in this rank's share of the epoch, each in [0, windows_per_rank)
+              ) -> np.ndarray:
+    "The window indices at positions `k` of this rank's order for the current epoch: int64."
+    k = np.asarray(k, dtype=np.int64)
+    p = (self.rank + self.world_size * k) % self.n_windows  # the wrap is the DDP padding
+    return shuffle_positions(p, self.n_windows, self.seed, self.epoch) if self.shuffle else p
 
 # %% ../nbs/03_dataloader.ipynb #a0bf7e91
 class TokenStoreDataset(Dataset):
