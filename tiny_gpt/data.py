@@ -94,41 +94,16 @@ class WindowBatchSampler(Sampler):
         self._set_ranks(rank, world_size)  # which windows are this process's: "Several processes"
         self._set_order(shuffle, seed)     # their order, epoch after epoch: "Shuffling and epochs"
 
-    def _set_ranks(self, rank: int | None, world_size: int | None) -> None:
-        "For now one process reads every window."
-        self.rank, self.world_size = 0, 1
-
-    def _set_order(self, shuffle: bool, seed: int | None) -> None:
-        "For now the windows come in order, epoch after epoch."
-        self.shuffle, self.seed, self.epoch = shuffle, seed, 0
-
 # %% ../nbs/03_dataloader.ipynb #565cafe5
-@patch(as_prop=True)
-def windows_per_rank(self: WindowBatchSampler) -> int:
-    "How many windows this process reads in one epoch: all of them."
-    return self.n_windows
-
 @patch
 def __len__(self: WindowBatchSampler) -> int:
     n, b = self.windows_per_rank, self.batch_size
     return n // b if self.drop_last else math.ceil(n / b)
 
 @patch
-def windows_at(self: WindowBatchSampler,
-               k: np.ndarray,  # positions in this rank's share of the epoch, each in [0, windows_per_rank)
-              ) -> np.ndarray:
-    "The window indices at positions `k` of this rank's order for the current epoch: int64."
-    return np.asarray(k, dtype=np.int64)  # in order: position k is window k
-
-@patch
 def epoch_order(self: WindowBatchSampler) -> torch.Tensor:
     "All window indices this rank reads in the current epoch (for inspection; iterating never builds it)."
     return torch.from_numpy(self.windows_at(np.arange(self.windows_per_rank)))
-
-@patch
-def _this_pass(self: WindowBatchSampler) -> WindowBatchSampler:
-    "The sampler whose order this pass over the batches reads."
-    return self
 
 # %% ../nbs/03_dataloader.ipynb #80d4bfea
 @patch
@@ -310,14 +285,6 @@ def set_epoch(self: WindowBatchSampler, epoch: int) -> None:
     self.epoch, self._auto_epoch = epoch, False
 
 # %% ../nbs/03_dataloader.ipynb #4bd3a9ea
-@patch
-def windows_at(self: WindowBatchSampler,
-               k: np.ndarray,  # positions in this rank's share of the epoch, each in [0, windows_per_rank)
-              ) -> np.ndarray:
-    "The window indices at positions `k` of this rank's order for the current epoch: int64."
-    k = np.asarray(k, dtype=np.int64)
-    return shuffle_positions(k, self.n_windows, self.seed, self.epoch) if self.shuffle else k
-
 @patch
 def _this_pass(self: WindowBatchSampler) -> WindowBatchSampler:
     "The sampler whose order this pass reads: the epoch frozen; without `set_epoch` the next pass moves on."
