@@ -232,6 +232,22 @@ def test_compile_fullgraph_forward_and_backward():
     assert all(p.grad is not None for p in model.parameters())
 
 
+def test_compile_fullgraph_eval_forward_and_cached_prefill():
+    "Inference compiles too: the eval-mode forward and a prefill (forward_cached on an empty cache)."
+    model = small_model(context_length=32).eval()
+    x = torch.randint(0, 97, (2, 20), generator=torch.Generator().manual_seed(8))
+    with torch.no_grad():
+        eager = model(x)
+        torch.testing.assert_close(torch.compile(model, fullgraph=True)(x), eager, atol=1e-5, rtol=1e-5)
+        prefill = torch.compile(lambda ids, cache: model.forward_cached(ids, cache), fullgraph=True)
+        cache = KVCache(len(model.trf_blocks), 32)
+        last = prefill(x, cache)
+    assert cache.pos == 20
+    torch.testing.assert_close(last, eager[:, -1], atol=1e-5, rtol=1e-5)  # the full forward's last logits
+    with torch.no_grad(): after = model.forward_cached(x[:, -1:], cache)   # the compiled prefill filled the cache
+    torch.testing.assert_close(after, model(torch.cat([x, x[:, -1:]], 1))[:, -1], atol=1e-5, rtol=1e-5)
+
+
 def test_bfloat16_autocast_close_to_float32():
     model = small_model(context_length=32)
     x = torch.randint(0, 97, (2, 32), generator=torch.Generator().manual_seed(7))
@@ -296,3 +312,20 @@ def test_cli_errors_name_the_fix(hf, tmp_path):
         run_generate(parse("--prompt", "Hi", "--weights", str(tmp_path / "pytorch_model.bin")))
     with pytest.raises(ValueError, match="--prompt is empty"):
         run_generate(parse("--prompt", ""))
+
+
+def test_cli_one_line_errors_and_the_gpt2_small_alias(tmp_path, capsys):
+    "An empty --weights folder and --temperature nan are one-line errors; --preset gpt2-small is gpt2."
+    from tiny_gpt.cli import BadInput, main
+    from tiny_gpt.model import _generate_config
+    with pytest.raises(BadInput, match="holds none of model.safetensors"):
+        run_generate(parse("--prompt", "Hi", "--weights", str(tmp_path)))
+    with pytest.raises(BadInput, match="--temperature must be >= 0"):
+        run_generate(parse("--prompt", "Hi", "--temperature", "nan"))
+    capsys.readouterr()
+    for argv in (["--weights", str(tmp_path)], ["--temperature", "nan"]):
+        assert main(["generate", "--prompt", "Hi", *argv]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("tiny-gpt: error: ") and err.count("\n") == 1 and "Traceback" not in err
+    small = _generate_config(parse("--prompt", "Hi", "--preset", "gpt2-small"))
+    assert (small.emb_dim, small.n_layers, small.n_heads, small.context_length) == (768, 12, 12, 1024)

@@ -13,6 +13,23 @@ from torch import nn
 # %% auto #0
 __all__ = ['CausalAttention', 'MultiHeadAttention']
 
+# %% ../nbs/05_attention.ipynb #7354fb82
+def _check_probability(dropout: float) -> float:
+    "`dropout` as a float in [0, 1], else a clear error."
+    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0.0 <= dropout <= 1.0:
+        raise ValueError(f"dropout must be a probability in [0, 1], got {dropout!r}")
+    return float(dropout)
+
+def _check_input(x: torch.Tensor, d_in: int, context_length: int):
+    "Shape checks of an attention input: its shape only, never its values."
+    if x.ndim != 3 or x.shape[-1] != d_in:
+        hint = "; for a single sequence use x.unsqueeze(0)" if x.ndim == 2 else ""
+        raise ValueError(f"x must have shape (batch, seq_len, d_in={d_in}), got {tuple(x.shape)}{hint}")
+    if x.shape[1] > context_length:
+        n = context_length
+        raise ValueError(f"seq_len {x.shape[1]} is longer than context_length {n}: feed at most {n} tokens "
+                         "at a time, or build the module with a larger context_length")
+
 # %% ../nbs/05_attention.ipynb #46560fd2
 class CausalAttention(nn.Module):
     "One head of causal self-attention: (batch, seq_len, d_in) → (batch, seq_len, d_out)."
@@ -47,23 +64,6 @@ def forward(self: CausalAttention,
     weights = torch.softmax(scores / keys.shape[-1] ** 0.5, dim=-1)           # (b, t, t), rows sum to 1
     weights = F.dropout(weights, self.dropout, self.training)
     return weights @ values                                                   # (b, t, d_out)
-
-# %% ../nbs/05_attention.ipynb #7354fb82
-def _check_probability(dropout: float) -> float:
-    "`dropout` as a float in [0, 1], else a clear error."
-    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0.0 <= dropout <= 1.0:
-        raise ValueError(f"dropout must be a probability in [0, 1], got {dropout!r}")
-    return float(dropout)
-
-def _check_input(x: torch.Tensor, d_in: int, context_length: int):
-    "Shape checks of an attention input (static shapes only: no host sync, no graph break)."
-    if x.ndim != 3 or x.shape[-1] != d_in:
-        hint = "; for a single sequence use x.unsqueeze(0)" if x.ndim == 2 else ""
-        raise ValueError(f"x must have shape (batch, seq_len, d_in={d_in}), got {tuple(x.shape)}{hint}")
-    if x.shape[1] > context_length:
-        n = context_length
-        raise ValueError(f"seq_len {x.shape[1]} is longer than context_length {n}: feed at most {n} tokens "
-                         "at a time, or build the module with a larger context_length")
 
 # %% ../nbs/05_attention.ipynb #9a610821
 class MultiHeadAttention(nn.Module):

@@ -45,7 +45,7 @@ GPT_CONFIG_124M = {
 # %% ../nbs/06_model.ipynb #5bc2ea8d
 @dataclass(frozen=True)
 class GPTConfig:
-    "The shape of a GPT: the book's keys, plus `bias` and `tie_embeddings` for GPT-2's and nanoGPT's layouts."
+    "The shape of a GPT: the keys of GPT_CONFIG_124M, plus `bias` and `tie_embeddings`."
     vocab_size: int              # rows of the token table (the tokenizer's vocabulary)
     context_length: int          # longest input, in tokens
     emb_dim: int                 # numbers per token vector
@@ -56,7 +56,7 @@ class GPTConfig:
     bias: bool = True            # biases in the other linear layers and in the norms
     tie_embeddings: bool = False # the output head shares the token embedding's weight
 
-    def __getitem__(self, key: str): return getattr(self, key)  # the book's cfg["emb_dim"] works too
+    def __getitem__(self, key: str): return getattr(self, key)  # a dict's cfg["emb_dim"] works too
 
     def __post_init__(self):
         "Refuse shapes no model can have, naming the key."
@@ -71,9 +71,9 @@ class GPTConfig:
 # %% ../nbs/06_model.ipynb #77ab20f5
 @patch(cls_method=True)
 def of(cls: GPTConfig,
-       cfg: Mapping | GPTConfig,  # the book's dict, or a GPTConfig
+       cfg: Mapping | GPTConfig,  # a dict like GPT_CONFIG_124M, or a GPTConfig
       ) -> GPTConfig:
-    "`cfg` as a `GPTConfig`: the book's dict converted, a `GPTConfig` as it is."
+    "`cfg` as a `GPTConfig`: a dict converted, a `GPTConfig` as it is."
     if isinstance(cfg, GPTConfig): return cfg
     if not isinstance(cfg, Mapping):
         raise TypeError(f"cfg must be a dict or a GPTConfig, got {type(cfg).__name__}")
@@ -145,7 +145,7 @@ class TransformerBlock(nn.Module):
 class GPTModel(nn.Module):
     "A GPT: (batch, seq_len) token ids → (batch, seq_len, vocab_size) next-token logits."
     def __init__(self,
-                 cfg: Mapping | GPTConfig,  # the book's dict (GPT_CONFIG_124M) or a GPTConfig (gpt2_preset)
+                 cfg: Mapping | GPTConfig,  # a dict (GPT_CONFIG_124M) or a GPTConfig (gpt2_preset)
                 ):
         super().__init__()
         self.cfg = cfg = GPTConfig.of(cfg)
@@ -356,6 +356,26 @@ def gpt2_config_from_hf(
                      emb_dim=config["n_embd"], n_heads=config["n_head"], n_layers=config["n_layer"],
                      drop_rate=0.0, qkv_bias=True, tie_embeddings=config.get("tie_word_embeddings", True))
 
+# %% ../nbs/06_model.ipynb #9e398866
+def load_gpt2_weights(
+    model: GPTModel,  # a model of the weights' shape (gpt2_preset, gpt2_config_from_hf)
+    source: Mapping | str | Path,  # a Hugging Face GPT-2 state dict, .safetensors/.bin file, or model folder
+) -> GPTModel:
+    "Copy Hugging Face GPT-2 weights into `model` (Conv1D transposed, q/k/v split, tied head); return it."
+    tensors = _gpt2_tensors(_read_weights(source))
+    if model.cfg.tie_embeddings or "out_head.weight" not in tensors:  # GPT-2's head is its token embedding
+        if "emb.tok_emb.weight" in tensors: tensors["out_head.weight"] = tensors["emb.tok_emb.weight"]
+    if problem := _layout_error(tensors, model.state_dict()): raise ValueError(problem)
+    if not any(p.is_meta for p in model.parameters()):
+        model.load_state_dict({k: t for k, (_, t) in tensors.items()})
+        return model
+    fresh = not isinstance(source, Mapping)  # tensors read from a file are ours; a caller's dict is not
+    own = {k: t.contiguous() if fresh else t.clone(memory_format=torch.contiguous_format)
+           for k, (_, t) in tensors.items()}
+    model.load_state_dict(own, assign=True)  # meta model: take the tensors instead of copying into them
+    if model.cfg.tie_embeddings: model.out_head.weight = model.emb.tok_emb.weight
+    return model
+
 # %% ../nbs/06_model.ipynb #44aa8491
 _WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json",  # the names Hugging Face writes,
                  "pytorch_model.bin", "pytorch_model.bin.index.json")  # in the order it prefers them
@@ -437,26 +457,6 @@ def _layout_error(tensors: dict, expected: dict) -> str | None:
                     f"{tuple(expected[k].shape)}: {fix}")
     return None
 
-# %% ../nbs/06_model.ipynb #9e398866
-def load_gpt2_weights(
-    model: GPTModel,  # a model of the weights' shape (gpt2_preset, gpt2_config_from_hf)
-    source: Mapping | str | Path,  # a Hugging Face GPT-2 state dict, .safetensors/.bin file, or model folder
-) -> GPTModel:
-    "Copy Hugging Face GPT-2 weights into `model` (Conv1D transposed, q/k/v split, tied head); return it."
-    tensors = _gpt2_tensors(_read_weights(source))
-    if model.cfg.tie_embeddings or "out_head.weight" not in tensors:  # GPT-2's head is its token embedding
-        if "emb.tok_emb.weight" in tensors: tensors["out_head.weight"] = tensors["emb.tok_emb.weight"]
-    if problem := _layout_error(tensors, model.state_dict()): raise ValueError(problem)
-    if not any(p.is_meta for p in model.parameters()):
-        model.load_state_dict({k: t for k, (_, t) in tensors.items()})
-        return model
-    fresh = not isinstance(source, Mapping)  # tensors read from a file are ours; a caller's dict is not
-    own = {k: t.contiguous() if fresh else t.clone(memory_format=torch.contiguous_format)
-           for k, (_, t) in tensors.items()}
-    model.load_state_dict(own, assign=True)  # meta model: take the tensors instead of copying into them
-    if model.cfg.tie_embeddings: model.out_head.weight = model.emb.tok_emb.weight
-    return model
-
 # %% ../nbs/06_model.ipynb #d0e9846a
 def add_generate_parser(
     subparsers,  # the `add_subparsers()` object of the tiny-gpt parser
@@ -467,7 +467,7 @@ def add_generate_parser(
     p.add_argument("--prompt", required=True, help="the text to continue")
     p.add_argument("--weights", metavar="PATH", help="GPT-2 weights: a model.safetensors or pytorch_model.bin"
                    " file, or a Hugging Face model folder (save_pretrained, or models--gpt2 in the HF cache)")
-    p.add_argument("--preset", help=f"the model's shape: {', '.join(GPT2_PRESETS)} "
+    p.add_argument("--preset", help=f"the model's shape: {', '.join(GPT2_PRESETS)} (gpt2-small: gpt2) "
                    "(default: the config.json next to the weights, else gpt2)")
     p.add_argument("--max-new-tokens", type=int, default=50, metavar="N", help="tokens to write (default 50)")
     p.add_argument("--temperature", type=float, default=0.0, metavar="T", help="0: greedy (default)")
@@ -479,12 +479,13 @@ def add_generate_parser(
 # %% ../nbs/06_model.ipynb #fbda1ff9
 def _generate_config(args: argparse.Namespace) -> GPTConfig:
     "The model's shape: --preset, else the config.json beside --weights, else GPT-2 small."
-    if args.preset not in (None, *GPT2_PRESETS):
-        raise BadInput(f"unknown preset {args.preset!r}; choose one of {', '.join(GPT2_PRESETS)}")
-    if args.preset: return gpt2_preset(args.preset)
+    if args.preset:
+        try: return gpt2_preset(args.preset)  # also the alias gpt2-small
+        except ValueError as e: raise BadInput(f"--preset: {e}") from None
     if args.weights:
         path = Path(args.weights)
-        folder = _weights_file(path).parent if path.is_dir() else path.parent
+        try: folder = _weights_file(path).parent if path.is_dir() else path.parent
+        except FileNotFoundError as e: raise BadInput(f"--weights: {e}") from None
         if (folder / "config.json").is_file(): return gpt2_config_from_hf(folder / "config.json")
     return gpt2_preset("gpt2")
 
@@ -501,7 +502,7 @@ def run_generate(
     args: argparse.Namespace,  # parsed `tiny-gpt generate` arguments
 ) -> int:                      # exit status
     "Run `tiny-gpt generate`: print the prompt and its continuation."
-    if args.max_new_tokens < 0 or args.temperature < 0 or (args.top_k is not None and args.top_k < 1):
+    if args.max_new_tokens < 0 or not args.temperature >= 0 or (args.top_k is not None and args.top_k < 1):
         raise BadInput("--max-new-tokens and --temperature must be >= 0, and --top-k >= 1")
     cfg, tokenizer = _generate_config(args), TikTokenizer("gpt2")
     ids = tokenizer.encode(args.prompt)
