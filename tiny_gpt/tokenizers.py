@@ -133,7 +133,7 @@ def _id_list(ids) -> list[int]:
     if isinstance(ids, int):
         raise TypeError(f"ids must be a sequence of integers, got the single id {ids}: write [{ids}]")
     ids = list(ids)
-    if all(type(i) is int for i in ids): return ids  # the usual case, checked at C speed
+    if all(type(i) is int for i in ids): return ids  # the usual case: nothing to convert
     return [_as_id(i, k) for k, i in enumerate(ids)]
 
 
