@@ -287,3 +287,30 @@ def test_decode_errors_follow_tiktoken(ids, errors):
 
 def test_decode_refuses_an_unknown_error_mode():
     with pytest.raises(ValueError, match="errors must be 'replace', 'strict' or 'ignore'"): OURS.decode([1], errors="loud")
+
+
+FLOAT_IDS = [([1.0], "cannot decode 1.0 \\(position 0\\): ids are integers"),
+             ([262, 2.0], "cannot decode 2.0 \\(position 1\\)"),
+             ([True], "cannot decode True \\(position 0\\)"),
+             ("numpy float", "cannot decode 1.0 \\(position 0\\)"), ("numpy bool", "cannot decode True"),
+             ("torch float", "cannot decode 1.0 \\(position 0\\)")]
+
+
+@pytest.mark.parametrize("tok", [OURS, TikTokenizer("gpt2"), RegexTokenizer("hello world .")],
+                         ids=["bpe", "tiktoken", "regex"])
+@pytest.mark.parametrize("ids, message", FLOAT_IDS, ids=lambda x: str(x)[:12])
+def test_every_tokenizer_refuses_ids_that_are_not_integers(tok, ids, message):
+    "1.0 and True are not read as the id 1: all three tokenizers refuse them with the same message."
+    import numpy as np, torch
+    ids = {"numpy float": np.array([1.0]), "numpy bool": np.array([True]),
+           "torch float": torch.tensor([1.0])}.get(ids, ids) if isinstance(ids, str) else ids
+    with pytest.raises(ValueError, match=message): tok.decode(ids)
+
+
+def test_integer_ids_of_every_kind_still_decode():
+    import numpy as np, torch
+    for ids in ([31373, 995], (31373, 995), np.array([31373, 995], dtype=np.uint16),
+                [np.int64(31373), np.int32(995)], torch.tensor([31373, 995]), [torch.tensor(31373), 995]):
+        assert OURS.decode(ids) == THEIRS.decode([31373, 995]) == "hello world", ids
+        assert TikTokenizer("gpt2").decode(ids) == "hello world"
+    assert OURS.decode_tokens_bytes(np.array([31373])) == [b"hello"]

@@ -275,6 +275,40 @@ def test_a_bug_keeps_its_traceback_in_process(tmp_path, monkeypatch):
     assert cli.main(["demo", str(tmp_path / "missing.txt")]) == 2  # while bad input is still one line
 
 
+def test_a_bug_inside_the_loader_keeps_its_traceback(tmp_path, monkeypatch):
+    "Only the loader's deliberate errors become BadInput; a ValueError from a bug inside it propagates as is."
+    import traceback
+    import tiny_gpt.cli as cli
+    import tiny_gpt.io as tio
+    story = tmp_path / "story.txt"
+    story.write_text("Some words here. " * 20, encoding="utf-8")
+
+    def buggy_read(path): raise ValueError("simulated bug inside io_load_text_file")
+    monkeypatch.setattr(tio, "_read_utf8", buggy_read)
+    with pytest.raises(ValueError, match="simulated bug") as e: cli.main(["demo", str(story)])
+    assert not isinstance(e.value, cli.BadInput)
+    frames = [f.name for f in traceback.extract_tb(e.value.__traceback__)]
+    assert frames[-2:] == ["io_load_text_file", "buggy_read"], frames  # the traceback reaches the bug
+
+
+def test_the_loaders_deliberate_errors_become_bad_input(tmp_path, monkeypatch):
+    import tiny_gpt.cli as cli
+    import tiny_gpt.io as tio
+    (tmp_path / "utf16.txt").write_text("café au lait", encoding="utf-16")
+    with pytest.raises(cli.BadInput, match="is UTF-16"): cli.demo_text(tmp_path / "utf16.txt", verbose=False)
+    with pytest.raises(cli.BadInput, match="is a directory"): cli.demo_text(tmp_path, verbose=False)
+
+    def locked(path): raise PermissionError(f"[Errno 13] Permission denied: '{path}'")
+    monkeypatch.setattr(tio, "_read_utf8", locked)
+    with pytest.raises(cli.BadInput, match="Permission denied"): cli.demo_text(tmp_path / "x.txt", verbose=False)
+    damaged = tmp_path / "data"
+    damaged.mkdir()
+    (damaged / tio.VERDICT_NAME).write_text("not the story", encoding="utf-8")
+    monkeypatch.setenv("TINY_GPT_DATA", str(damaged))
+    monkeypatch.setenv("TINY_GPT_OFFLINE", "1")
+    with pytest.raises(cli.BadInput, match="expected " + tio.VERDICT_SHA256): cli.demo_text(verbose=False)
+
+
 BUG_IN_STORE = """
 import sys
 import tiny_gpt.store as store

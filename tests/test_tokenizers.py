@@ -138,7 +138,8 @@ def test_show_tokens_with_the_regex_tokenizer_and_empty_text():
 @pytest.mark.parametrize("bad, message", [
     ([50257], "cannot decode 50257 (position 0)"), ([40, -5], "cannot decode -5 (position 1)"),
     ([2**70], "integers in [0, 50257)"), ([None], "cannot decode None"), (["15496"], "cannot decode '15496'"),
-    ([1.0], "cannot decode 1.0"), ([[1, 2]], "cannot decode [1, 2]"),
+    ([1.0], "cannot decode 1.0"), ([[1, 2]], "cannot decode [1, 2]"), ([True], "cannot decode True (position 0)"),
+    (np.array([7.0]), "cannot decode 7.0 (position 0): ids are integers"),
 ])
 def test_gpt2_decode_names_the_bad_id(bad, message):
     with pytest.raises(ValueError) as e: PLAIN.decode(bad)
@@ -148,6 +149,8 @@ def test_gpt2_decode_names_the_bad_id(bad, message):
 @pytest.mark.parametrize("bad, message", [
     ([N_RT], f"cannot decode {N_RT} (position 0)"), ([0, -1], "cannot decode -1 (position 1)"),
     ([None], "cannot decode None"), (["a"], "cannot decode 'a'"), ([[1]], "cannot decode [1]"),
+    ([1.0], "cannot decode 1.0 (position 0): ids are integers"), ([0, False], "cannot decode False (position 1)"),
+    (np.array([1.0, 2.0]), "cannot decode 1.0 (position 0)"),
 ])
 def test_regex_decode_names_the_bad_id(bad, message):
     with pytest.raises(ValueError) as e: RT.decode(bad)

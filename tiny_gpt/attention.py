@@ -10,6 +10,8 @@ import torch.nn.functional as F
 from fastcore.basics import patch
 from torch import nn
 
+from .data import check_positive_ints
+
 # %% auto #0
 __all__ = ['CausalAttention', 'MultiHeadAttention']
 
@@ -77,8 +79,7 @@ class MultiHeadAttention(nn.Module):
                  qkv_bias: bool=False,  # give the query, key and value projections a bias
                 ):
         super().__init__()
-        if isinstance(num_heads, bool) or not isinstance(num_heads, int) or num_heads < 1:
-            raise ValueError(f"num_heads must be an integer >= 1, got {num_heads!r}")
+        check_positive_ints(num_heads=num_heads)
         if d_out % num_heads:
             example = num_heads * max(1, d_out // num_heads)
             raise ValueError(f"d_out ({d_out}) must be divisible by num_heads ({num_heads}): "

@@ -20,7 +20,7 @@ import platformdirs
 
 # %% auto #0
 __all__ = ['VERDICT_NAME', 'VERDICT_SHA256', 'VERDICT_URL', 'CORPUS_SHA256', 'SAMPLE_TEXT', 'atomic_write', 'sha256_file',
-           'utf8_text_start', 'data_dir', 'cache_dir', 'CorpusNotAvailableError', 'download_file',
+           'BadTextFile', 'utf8_text_start', 'data_dir', 'cache_dir', 'CorpusNotAvailableError', 'download_file',
            'find_default_corpus', 'io_load_text_file', 'corpus_path']
 
 # %% ../nbs/01_io.ipynb #07e3e0e0
@@ -55,6 +55,10 @@ def sha256_file(
         while block := f.read(block_size): h.update(block)
     return h.hexdigest()
 
+# %% ../nbs/01_io.ipynb #07ddc042
+class BadTextFile(ValueError):
+    "A file whose bytes are not the text wanted: not UTF-8, UTF-16, or not the expected checksum."
+
 # %% ../nbs/01_io.ipynb #07ddc043
 def utf8_text_start(
     head: bytes,                # the first bytes of the file (three are enough)
@@ -62,7 +66,7 @@ def utf8_text_start(
 ) -> int:
     "Where the text of a UTF-8 file starts: after a UTF-8 byte-order mark (3), else 0; UTF-16 is refused."
     if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-        raise ValueError(f"'{path}' is UTF-16 (it starts with a UTF-16 byte-order mark), not UTF-8. "
+        raise BadTextFile(f"'{path}' is UTF-16 (it starts with a UTF-16 byte-order mark), not UTF-8. "
                          "Re-save it as UTF-8, e.g. `iconv -f utf-16 -t utf-8`, or in your editor.")
     return len(codecs.BOM_UTF8) if head.startswith(codecs.BOM_UTF8) else 0
 
@@ -79,7 +83,7 @@ def _read_utf8(path: Path) -> str:
     try: return data[start:].decode("utf-8")
     except UnicodeDecodeError as e:
         bad = start + e.start
-        raise ValueError(f"'{path}' is not valid UTF-8 (byte {bad}: {data[bad:bad+4]!r}). "
+        raise BadTextFile(f"'{path}' is not valid UTF-8 (byte {bad}: {data[bad:bad+4]!r}). "
                          "Re-save it as UTF-8, e.g. `iconv -f cp1252 -t utf-8`, or in your editor.") from None
 
 # %% ../nbs/01_io.ipynb #d2b3ad4f
@@ -113,9 +117,9 @@ def _not_available(reason: str) -> CorpusNotAvailableError:
 
 # %% ../nbs/01_io.ipynb #7f7d639b
 def _check_sha256(path: Path, expected: str) -> Path:
-    "`path` if its SHA-256 is `expected`, else a ValueError that says what to do."
+    "`path` if its SHA-256 is `expected`, else a `BadTextFile` error that says what to do."
     if (actual := sha256_file(path)) != expected:
-        raise ValueError(f"'{path}' has SHA-256 {actual}, expected {expected}: it is not the exact text "
+        raise BadTextFile(f"'{path}' has SHA-256 {actual}, expected {expected}: it is not the exact text "
                          "(a changed line ending or edit alters every token id). Delete it and load again.")
     return path
 

@@ -292,15 +292,13 @@ def _check_generate_args(model, idx, max_new_tokens, context_size, temperature, 
     if not isinstance(idx, torch.Tensor) or idx.ndim != 2 or idx.shape[1] == 0:
         raise ValueError("idx must be a (batch, seq_len) tensor of token ids with seq_len >= 1; "
                          "for one sequence use torch.tensor([ids])")
-    for name, value, low in (("max_new_tokens", max_new_tokens, 0), ("context_size", context_size, 1)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
+        raise ValueError(f"max_new_tokens must be an integer >= 0, got {max_new_tokens!r}")
+    check_positive_ints(context_size=context_size, **({} if top_k is None else {"top_k": top_k}))
     if context_size > (n := model.cfg.context_length):
         raise ValueError(f"context_size {context_size} is longer than the model's context_length {n}: "
                          f"use at most {n}")
     if not temperature >= 0: raise ValueError(f"temperature must be >= 0 (0: greedy), got {temperature!r}")
-    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
-        raise ValueError(f"top_k must be an integer >= 1 or None, got {top_k!r}")
     if top_p is not None and not 0 < top_p <= 1:
         raise ValueError(f"top_p must be in (0, 1] or None, got {top_p!r}")
 

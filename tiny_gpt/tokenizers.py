@@ -118,14 +118,24 @@ def encode(self: RegexTokenizer,
     return [vocab[token] for token in tokens]
 
 # %% ../nbs/02_tokenizers.ipynb #3f35cdfd
-def _id_list(ids) -> list:
-    "`ids` as a list: accepts lists, tuples, generators, numpy arrays and torch tensors."
+def _as_id(i, k: int) -> int:
+    "The id `i` at position `k` as a Python int; a float, bool or anything else non-integral is refused."
+    if not isinstance(i, bool):
+        try: return operator.index(i)  # ints, numpy and torch integers
+        except TypeError: pass
+    raise ValueError(f"cannot decode {i!r} (position {k}): ids are integers, not {type(i).__name__}")
+
+def _id_list(ids) -> list[int]:
+    "`ids` as a list of ints: accepts lists, tuples, generators, numpy arrays and torch tensors."
     if isinstance(ids, (str, bytes)):
         raise TypeError(f"ids must be a sequence of integers, got a {type(ids).__name__}: {ids!r:.40}")
     if hasattr(ids, "tolist"): ids = ids.tolist()  # numpy arrays, torch tensors
     if isinstance(ids, int):
         raise TypeError(f"ids must be a sequence of integers, got the single id {ids}: write [{ids}]")
-    return list(ids)
+    ids = list(ids)
+    if all(type(i) is int for i in ids): return ids  # the usual case: nothing to convert
+    return [_as_id(i, k) for k, i in enumerate(ids)]
+
 
 # %% ../nbs/02_tokenizers.ipynb #46fc1ced
 @patch
@@ -137,8 +147,8 @@ def decode(self: RegexTokenizer,
     self._vocab()  # builds `int_to_str` on first use
     for k, i in enumerate(ids):
         try: tokens.append(self.int_to_str[i])
-        except (KeyError, TypeError):
-            raise ValueError(f"cannot decode {i!r} (position {k}): ids of this tokenizer are integers in "
+        except KeyError:
+            raise ValueError(f"cannot decode {i} (position {k}): ids of this tokenizer are integers in "
                              f"[0, {len(self.int_to_str)})") from None
     return _SPACE_BEFORE_PUNCT.sub(r"\1", " ".join(tokens))
 
@@ -291,11 +301,9 @@ def decode(self: TikTokenizer,
     "The text of `ids`."
     ids = _id_list(ids)
     try: return self.encoding.decode(ids)
-    except (KeyError, OverflowError, TypeError, ValueError): pass
+    except (KeyError, OverflowError, ValueError): pass
     n = self.encoding.n_vocab
     for k, i in enumerate(ids):
-        try: i = operator.index(i)
-        except TypeError: raise ValueError(f"cannot decode {i!r} (position {k}): ids are integers") from None
         where = f"cannot decode {i} (position {k})"
         if not 0 <= i < n: raise ValueError(f"{where}: ids of {self.name!r} are integers in [0, {n})")
         try: self.encoding.decode_single_token_bytes(i)
@@ -345,18 +353,23 @@ class TokenView:
         return f"{len(self)} tokens\n│{pieces}│\n│{ids}│"
     __repr__ = __str__
 
-    def _span_html(self, k: int, piece: str, group: tuple[int, ...]) -> str:
-        title = ("id " if len(group) == 1 else "ids ") + ", ".join(map(str, group))
-        shown = html.escape(piece).replace("\n", "↵\n").replace("\t", "→\t").replace("\r", "␍")
-        gap = "" if self.exact else "margin-right:0.4em;"
-        style = f"background:{_COLOURS[k % len(_COLOURS)]};border-radius:3px;{gap}"
-        return f'<span title="{title}" style="{style}">{shown}</span>'
+# %% ../nbs/02_tokenizers.ipynb #e96f5679
+@patch
+def _span_html(self: TokenView, k: int, piece: str, group: tuple[int, ...]) -> str:
+    "One token's coloured `<span>`, its ids in the tooltip."
+    title = ("id " if len(group) == 1 else "ids ") + ", ".join(map(str, group))
+    shown = html.escape(piece).replace("\n", "↵\n").replace("\t", "→\t").replace("\r", "␍")
+    gap = "" if self.exact else "margin-right:0.4em;"
+    style = f"background:{_COLOURS[k % len(_COLOURS)]};border-radius:3px;{gap}"
+    return f'<span title="{title}" style="{style}">{shown}</span>'
 
-    def _repr_html_(self) -> str:
-        spans = "".join(self._span_html(k, piece, group) for k, (piece, group) in enumerate(self.spans))
-        style = "font-family:monospace;white-space:pre-wrap;line-height:1.8;color:#111"
-        return (f'<div style="{style}">{spans}</div>'
-                f'<small>{len(self)} tokens · hover over a token to see its id</small>')
+@patch
+def _repr_html_(self: TokenView) -> str:
+    "The tokens as coloured spans, for notebooks and the docs site."
+    spans = "".join(self._span_html(k, piece, group) for k, (piece, group) in enumerate(self.spans))
+    style = "font-family:monospace;white-space:pre-wrap;line-height:1.8;color:#111"
+    return (f'<div style="{style}">{spans}</div>'
+            f'<small>{len(self)} tokens · hover over a token to see its id</small>')
 
 # %% ../nbs/02_tokenizers.ipynb #cdd3c708
 def show_tokens(
