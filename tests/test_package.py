@@ -19,7 +19,8 @@ def test_every_public_name_of_every_stage_is_reachable_from_the_root():
     code = ("import importlib, tiny_gpt\n"
             "for stage in tiny_gpt._STAGES:\n"
             "    m = importlib.import_module('tiny_gpt.' + stage)  # a broken or missing stage fails here\n"
-            "    for name in m.__all__: assert getattr(tiny_gpt, name) is getattr(m, name), (stage, name)\n"
+            "    for name in set(m.__all__) - set(tiny_gpt._STAGES):  # `train`: the stage module wins, as in Python\n"
+            "        assert getattr(tiny_gpt, name) is getattr(m, name), (stage, name)\n"
             "print(len(dir(tiny_gpt)) > 40)")
     assert python(code) == "True"
 
@@ -41,4 +42,14 @@ def test_star_import_brings_the_stage2_api_and_the_entry_points():
             "assert all(getattr(tiny_gpt, n) is globals()[n] for n in tiny_gpt.__all__)\n"
             "assert 'FORMAT' not in globals() and 'RULE' not in globals()  # no stray constants\n"
             "print(len(tiny_gpt.__all__))")
-    assert python(code) == "11"
+    assert python(code) == "15"
+
+
+def test_a_stage_name_is_the_stage_module():
+    "`tiny_gpt.train` is the module (its function is `tiny_gpt.train.train`), before and after import."
+    code = ("import tiny_gpt, types\n"
+            "first = tiny_gpt.train\n"
+            "import tiny_gpt.train\n"
+            "assert isinstance(first, types.ModuleType) and first is tiny_gpt.train\n"
+            "print(callable(tiny_gpt.train.train))")
+    assert python(code) == "True"

@@ -20,6 +20,7 @@ def _stage_modules():
 def __getattr__(name: str):
     "Find `name` in the stage modules on first use (PEP 562)."
     if name.startswith("__"): raise AttributeError(name)  # dunder lookups (e.g. by inspect) import nothing
+    if name in _STAGES: return importlib.import_module(f"{__name__}.{name}")  # `tiny_gpt.train` is the module
     for module in _stage_modules():
         if name in getattr(module, "__all__", ()):
             globals()[name] = value = getattr(module, name)
@@ -33,4 +34,6 @@ def __dir__() -> list[str]:
 # helper and constant (those stay one `from tiny_gpt import NAME` or `from tiny_gpt.<stage> import *` away).
 __all__ = ["env_display_tinygpt_modules", "io_load_text_file", "RegexTokenizer", "TikTokenizer",
            "tiny_data_loader", "get_device", "show_tokens", "BPETokenizer", "prepare_store", "open_store",
-           "GPTEmbedding", "MultiHeadAttention", "GPTModel", "generate", "train", "CharTokenizer"]
+           "GPTEmbedding", "MultiHeadAttention", "GPTModel", "generate", "CharTokenizer"]
+# `train` names both a stage and its main function: `tiny_gpt.train` is the module, as Python's import
+# system makes it once the stage is imported; the function is `from tiny_gpt.train import train`.
