@@ -18,6 +18,7 @@ A row is a dict:
 from __future__ import annotations
 
 import datetime
+import importlib.metadata
 import json
 import os
 import platform
@@ -29,22 +30,13 @@ ROW_KEYS = ("what", "ours", "baseline", "ratio", "target", "passed")
 
 
 def machine() -> dict:
-    "What ran the benchmark: processor count, platform, Python and the main packages' versions."
+    "What ran the benchmark: processor count, platform, Python, the load and the main packages' versions."
     versions = {}
     for name in ("torch", "numpy", "tiktoken", "transformers", "tiny_gpt"):
-        module = sys.modules.get(name)
-        if module is not None: versions[name] = getattr(module, "__version__", "?")
+        try: versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError: pass
     return {"cpus": os.cpu_count(), "platform": platform.platform(terse=True), "python": platform.python_version(),
             "load_1min": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None, "versions": versions}
-
-
-def default_command() -> str:
-    "How this benchmark was started, with the script relative to the repository (no machine's folders)."
-    root = RESULTS.parents[1]
-    script = Path(sys.argv[0]).resolve() if sys.argv and sys.argv[0] else None
-    if script is not None and script.is_relative_to(root): argv0 = script.relative_to(root).as_posix()
-    else: argv0 = Path(sys.argv[0]).name if sys.argv else ""
-    return " ".join(["python", argv0, *sys.argv[1:]]).strip()
 
 
 def load() -> dict:
