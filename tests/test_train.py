@@ -243,3 +243,90 @@ def test_char_tokenizer_names_unknown_characters():
     tok = CharTokenizer("hello world")
     with pytest.raises(ValueError, match=r"2 character\(s\).*'!é'"): tok.encode("hello é!")
     with pytest.raises(ValueError, match="outside this vocabulary"): tok.decode([99])
+
+
+# ---------------------------------------------------------------- the command line
+def cli_args(*argv):
+    import argparse
+    from tiny_gpt.train import add_train_parser
+    parser = argparse.ArgumentParser(prog="tiny-gpt")
+    add_train_parser(parser.add_subparsers())
+    return parser.parse_args(["train", *argv])
+
+
+@pytest.fixture
+def small_text(tmp_path):
+    path = tmp_path / "verdict.txt"
+    path.write_text(corpus_path("the-verdict.txt").read_text(encoding="utf-8")[:6000], encoding="utf-8")
+    return path
+
+
+RUN = ["--tokenizer", "char", "--preset", "tiny", "--eval-interval", "2", "--eval-iters", "1", "--batch-size", "4",
+       "--quiet"]
+
+
+def one_line_error(exc_type, *argv):
+    from tiny_gpt.train import run_train
+    with pytest.raises(exc_type) as e: run_train(cli_args(*argv))
+    assert "\n" not in str(e.value)
+    return str(e.value)
+
+
+def test_cli_refuses_missing_data_and_empty_store(tmp_path):
+    assert "no data at" in one_line_error(FileNotFoundError, str(tmp_path / "nope"), "--out", str(tmp_path / "o"))
+    (tmp_path / "store").mkdir()
+    assert "no token store header" in one_line_error(FileNotFoundError, str(tmp_path / "store"), "--out",
+                                                     str(tmp_path / "o"))
+
+
+def test_cli_refuses_a_config_smaller_than_the_vocabulary(tmp_path, small_text):
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text('{"vocab_size": 10, "context_length": 16, "emb_dim": 16, "n_heads": 2, "n_layers": 1, '
+                   '"drop_rate": 0.0, "qkv_bias": false}')
+    msg = one_line_error(ValueError, str(small_text), "--out", str(tmp_path / "o"), "--config", str(cfg))
+    assert "vocab_size is 10 but the tokenizer has 50257 ids" in msg
+
+
+def test_cli_refuses_a_batch_larger_than_the_data(tmp_path, small_text):
+    msg = one_line_error(ValueError, str(small_text), "--out", str(tmp_path / "o"), *RUN, "--batch-size", "1000")
+    assert "fewer than batch_size=1000" in msg
+
+
+def test_cli_refuses_a_folder_holding_another_run_and_keeps_its_checkpoint(tmp_path, small_text):
+    from tiny_gpt.train import run_train
+    out = tmp_path / "run"
+    assert run_train(cli_args(str(small_text), "--out", str(out), *RUN, "--max-steps", "2")) == 0
+    before = (out / CHECKPOINT_NAME).read_bytes()
+    assert "holds another run: pass --resume" in one_line_error(ValueError, str(small_text), "--out", str(out), *RUN)
+    assert (out / CHECKPOINT_NAME).read_bytes() == before
+    assert "another model config" in one_line_error(ValueError, str(small_text), "--out", str(out), *RUN, "--resume",
+                                                    "--preset", "shakespeare-char")
+
+
+CLI_SCRIPT = textwrap.dedent("""
+    import argparse, sys
+    from tiny_gpt.train import add_train_parser
+    p = argparse.ArgumentParser(); add_train_parser(p.add_subparsers())
+    args = p.parse_args(["train", *sys.argv[1:]])
+    sys.exit(args.run(args))
+""")
+
+
+def test_ctrl_c_saves_a_checkpoint_and_resume_finishes(tmp_path, small_text):
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-c", CLI_SCRIPT, str(small_text), "--out", str(out), *RUN]
+    p = subprocess.Popen([*cmd, "--max-steps", "100000"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not (out / CHECKPOINT_NAME).exists() and time.time() < deadline and p.poll() is None: time.sleep(0.2)
+    p.send_signal(signal.SIGINT)
+    stdout, stderr = p.communicate(timeout=120)
+    assert p.returncode == 130, stderr[-2000:]
+    assert "stopped at step" in stderr and "Traceback" not in stderr
+    ckpt = load_checkpoint(out)
+    step = ckpt["position"]["step"]
+    assert ckpt["history"]["stopped_at"]["reason"] == "interrupted" and 2 <= step < 100000
+    r = subprocess.run([*cmd, "--resume", "--max-steps", str(step + 3)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert load_checkpoint(out)["position"]["step"] == step + 3
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == len(load_checkpoint(out)["history"]["eval"]["step"]) >= 2

@@ -414,9 +414,9 @@ def loop(self: _Run, progress: bool | None, stop_after: int | None, callback) ->
                     self._optimizer_step()
                     self._after_step(bar, callback)
                 if self.step < self.s.max_steps and self._should_stop(stop_after, flag):
-                    self.save()
                     self.history["stopped_at"] = {"step": self.step, "micro_batch": self.micro,
                                                   "reason": "interrupted" if flag["stop"] else "stop_after"}
+                    self.save()
                     break
     finally:
         if bar is not None: bar.close()
@@ -683,6 +683,7 @@ def restore(self: _Run, ckpt: dict) -> None:
     self.step, self.micro, self.epoch, self.batch, self.tokens = (pos[k] for k in POSITION_KEYS)
     if pos["seed"] is not None: self.train_loader.batch_sampler.seed = pos["seed"]
     self.history, self.elapsed, self.rng = ckpt["history"], ckpt["elapsed"], ckpt["rng"][self.rank]
+    self.history.pop("stopped_at", None)  # this run goes on
 
 # %% ../nbs/07_train.ipynb #f7fa7f2c
 TRAIN_PRESETS = {  # model shapes for `tiny-gpt train --preset`; vocab_size comes from the tokenizer
