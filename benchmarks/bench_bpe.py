@@ -10,11 +10,16 @@
    when installed (its pre-tokenizer differs, so only time is compared).
 3. Encoding Tiny Shakespeare with GPT-2's merges: tiny_gpt vs tiktoken on one thread, best of 3 cold
    runs each. Identical ids, target within 5x.
+4. Encoding "x" * 1,000,000 (one pre-token) with GPT-2's merges: tiny_gpt's heap merge vs tiktoken.
+   Identical ids, target <= 20 s.
+
+A full run records every row in benchmarks/results.json (section "bpe"), from which the README's table
+is rendered; `--quick` is a smoke run and records nothing.
 
 Each measurement runs in a fresh Python process so its peak RSS is its own.
 
     pip install rustbpe tokenizers      # benchmark-only
-    TINY_GPT_DATA=../shared/data python benchmarks/bench_bpe.py [--quick]
+    TINY_GPT_DATA=<folder with tinyshakespeare.txt> python benchmarks/bench_bpe.py [--quick]
 """
 from __future__ import annotations
 
@@ -29,8 +34,12 @@ import tempfile
 import time
 from pathlib import Path
 
-DATA = Path(os.environ.get("TINY_GPT_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
-SHAKESPEARE = DATA / "tinyshakespeare.txt"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from results import record  # noqa: E402  (benchmarks/results.py: the one results file)
+
+from tiny_gpt.io import corpus_path  # noqa: E402  (one error naming the file and TINY_GPT_DATA when missing)
+
+SHAKESPEARE = corpus_path("tinyshakespeare.txt")
 
 
 def child(job: str, *args: str) -> dict:
@@ -114,6 +123,25 @@ def job_encode(which: str, repeats: str = "3") -> dict:
     return {"seconds": min(times), "rss_mb": _peak_mb(), "n": len(ids), "hash": hash(tuple(ids))}
 
 
+def job_long(which: str, n: str = "1000000") -> dict:
+    "Encode one pre-token of `n` x's."
+    text = "x" * int(n)
+    if which == "tiktoken":
+        from tiny_gpt.tokenizers import gpt2_encoding
+        tok = gpt2_encoding()
+    else:
+        from tiny_gpt.bpe import BPETokenizer
+        tok = BPETokenizer.gpt2()
+    start = time.perf_counter(); ids = tok.encode_ordinary(text); seconds = time.perf_counter() - start
+    return {"seconds": seconds, "rss_mb": _peak_mb(), "n": len(ids), "hash": hash(tuple(ids))}
+
+
+def row(what: str, ours: str, baseline: str, ratio: float | None, target: str, passed: bool | None) -> dict:
+    "One row of the results file."
+    return {"what": what, "ours": ours, "baseline": baseline, "ratio": None if ratio is None else round(ratio, 2),
+            "target": target, "passed": passed}
+
+
 # ---------------------------------------------------------------- corpora
 def shakespeare_corpus(dest: Path, target_mb: int) -> Path:
     "Tiny Shakespeare repeated with variations (case changes, shuffled lines) up to `target_mb`."
@@ -155,7 +183,7 @@ def main() -> None:
         print(json.dumps(globals()[f"job_{args.child[0]}"](*args.child[1:])))
         return
     print(f"tiny_gpt BPE benchmarks — {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f} (quote figures only "
-          f"when it is well under 1); reproduce: TINY_GPT_DATA={DATA} python benchmarks/bench_bpe.py"
+          f"when it is well under 1); reproduce: python benchmarks/bench_bpe.py"
           + (" --quick" if args.quick else ""), flush=True)
 
     print("\n1. training, vocab 512, Tiny Shakespeare (1.1 MB)")
@@ -166,6 +194,9 @@ def main() -> None:
     print(f"  naive recount-every-pair: {naive['seconds']:.1f} s for {naive_merges} merges"
           + (f" -> {naive_full:.0f} s for 256 (linear extrapolation overestimates: later merges are cheaper)" if args.quick else ""))
     report("incremental", ours["seconds"], naive_full, ">= 100x", naive_full / ours["seconds"] >= 100)
+    rows = [row("Training, vocab 512, Tiny Shakespeare", f"{ours['seconds']:.2f} s",
+                f"{naive_full:.0f} s, plain recount-every-pair loop" + (" (extrapolated)" if args.quick else ""),
+                naive_full / ours["seconds"], "≥ 100×", naive_full / ours["seconds"] >= 100)]
 
     print(f"  (load average now {os.getloadavg()[0]:.2f})")
     print("\n3. encoding Tiny Shakespeare with GPT-2's merges")
@@ -174,10 +205,23 @@ def main() -> None:
     print(f"  identical ids: {same} ({a['n']:,} tokens)")
     print(f"  tiny_gpt {a['seconds']:.2f} s vs tiktoken {b['seconds']:.2f} s -> {a['seconds'] / b['seconds']:.1f}x slower "
           f"(target within 5x)  {'PASS' if same and a['seconds'] <= 5 * b['seconds'] else 'FAIL'}", flush=True)
+    rows.append(row("Encoding Tiny Shakespeare, GPT-2 merges (ours ÷ tiktoken)", f"{a['seconds']:.2f} s",
+                    f"{b['seconds']:.2f} s, tiktoken", a["seconds"] / b["seconds"], "≤ 5×, identical ids",
+                    same and a["seconds"] <= 5 * b["seconds"]))
+
+    print("\n4. encoding \"x\" * 1,000,000, one pre-token")
+    a, b = child("long", "tiny_gpt"), child("long", "tiktoken")
+    same = (a["n"], a["hash"]) == (b["n"], b["hash"])
+    ok = same and a["seconds"] <= 20
+    print(f"  identical ids: {same} ({a['n']:,} tokens); tiny_gpt {a['seconds']:.2f} s vs tiktoken {b['seconds']:.2f} s "
+          f"(target <= 20 s)  {'PASS' if ok else 'FAIL'}", flush=True)
+    rows.append(row('Encoding "x" × 1,000,000 as one pre-token (ours ÷ tiktoken)', f"{a['seconds']:.2f} s",
+                    f"{b['seconds']:.2f} s, tiktoken", a["seconds"] / b["seconds"], "≤ 20 s, identical ids", ok))
 
     try: import rustbpe  # noqa: F401
     except ImportError:
-        print("\n2. skipped: pip install rustbpe (benchmark-only) to compare with nanochat's trainer"); return
+        print("\n2. skipped: pip install rustbpe (benchmark-only) to compare with nanochat's trainer")
+        return finish(rows, args.quick, "rustbpe not installed: training against rustbpe not measured")
     mb = 10 if args.quick else 100
     vocabs = [4096] if args.quick else [4096, 32768]
     with tempfile.TemporaryDirectory() as tmp:
@@ -194,6 +238,9 @@ def main() -> None:
                 print(f"  peak RSS: tiny_gpt {ours['rss_mb']:.0f} MB, {ours['added_mb']:.0f} MB above the interpreter and imports "
                       f"(target < 500 MB) {'PASS' if ours['rss_mb'] < 500 else 'FAIL'}; rustbpe {theirs['rss_mb']:.0f} MB")
                 ok = same and ours["seconds"] <= 3 * theirs["seconds"] and ours["rss_mb"] < 500
+                rows.append(row(f"Training, vocab {vocab:,}, {name} ({size:.0f} MB) (ours ÷ rustbpe; {ours['rss_mb']:.0f} MB)",
+                                f"{ours['seconds']:.2f} s", f"{theirs['seconds']:.2f} s, rustbpe",
+                                ours["seconds"] / theirs["seconds"], "≤ 3×, < 500 MB, identical vocabulary", ok))
                 print(f"  vs rustbpe: tiny_gpt {ours['seconds']:.2f} s vs {theirs['seconds']:.2f} s -> "
                       f"{ours['seconds'] / theirs['seconds']:.2f}x rustbpe's time  (target within 3x)  {'PASS' if ok else 'FAIL'}",
                       flush=True)
@@ -203,6 +250,15 @@ def main() -> None:
                 except subprocess.CalledProcessError:
                     print("  Hugging Face tokenizers: not installed (pip install tokenizers)")
     print(f"\nload average at the end: {os.getloadavg()[0]:.2f}")
+    finish(rows, args.quick)
+
+
+def finish(rows: list[dict], quick: bool, notes: str = "") -> None:
+    "Record the rows in the one results file (a full run only)."
+    if quick:
+        print("\n--quick: a smoke run, nothing recorded"); return
+    record("bpe", rows, notes=notes)
+    print(f"\nrecorded {len(rows)} rows in benchmarks/results.json (section 'bpe')")
 
 
 if __name__ == "__main__":

@@ -6,6 +6,8 @@ Reproduce:  TINY_GPT_DATA=/path/to/data python benchmarks/bench_dataset.py      
 Every measurement that compares runs in the same invocation; memory is measured in a fresh child
 process per design (peak RSS from /proc/self/status after resetting it, plus tracemalloc for Python
 objects), so one design's garbage never counts against another. Timings on a shared machine are noisy.
+A full run records every row in benchmarks/results.json (`record("dataset", rows)` of results.py), from
+which the README's table is rendered; a partial run (--quick, --only) records only with --record.
 """
 from __future__ import annotations
 
@@ -22,6 +24,8 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).resolve()
+sys.path.insert(0, str(HERE.parent))
+from results import record  # noqa: E402  (benchmarks/results.py: the one results file)
 
 
 # ---------------------------------------------------------------- memory helpers (Linux /proc, no psutil)
@@ -97,7 +101,7 @@ def child(name: str, arg: str) -> dict:
         t0 = time.perf_counter()
         if name == "first-tiny":
             loader = D.tiny_data_loader(RawStore([arg]), batch_size=8, max_length=1024, stride=1, shuffle=True)
-        elif name == "first-randperm":   # a permutation held as one int64 tensor (what the lead's first version did)
+        elif name == "first-randperm":   # a permutation held as one int64 tensor
             perm = torch.randperm(len(np.memmap(arg, dtype=np.uint16, mode="r")) - 1024)
             loader = [D.collate_windows(D.TokenStoreDataset(RawStore([arg]).shards, 1024, 1).__getitems__(perm[:8]))]
         else:
@@ -115,19 +119,28 @@ def run_child(name: str, arg: str) -> dict:
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 
-# ---------------------------------------------------------------- report
-RESULTS = []
-def report(what: str, ours: float, base: float, target: float, unit: str, higher_is_better: bool) -> None:
+# ---------------------------------------------------------------- report: printed, and kept for results.json
+ROWS: list[dict] = []
+def report(what: str, ours: float, base: float, target: float, unit: str, higher_is_better: bool,
+           baseline_name: str) -> None:
+    "A figure of ours against the same run's baseline, with the ratio and its target."
     ratio = base / ours if not higher_is_better else ours / base
     ok = ratio >= target
-    RESULTS.append(ok)
+    ROWS.append(dict(what=what, ours=f"{ours:.4g} {unit}", baseline=f"{base:.4g} {unit}, {baseline_name}",
+                     ratio=round(ratio, 1), target=f"≥ {target:g}×", passed=ok))
     print(f"  {what:<46} tiny_gpt {ours:>10.4g} {unit:<7} baseline {base:>10.4g} {unit:<7} "
           f"ratio {ratio:>8.1f}x  target >= {target:g}x  {'PASS' if ok else 'FAIL'}")
 
 def check(what: str, value: float, limit: float, unit: str) -> None:
+    "A figure of ours against an absolute limit."
     ok = value < limit
-    RESULTS.append(ok)
+    ROWS.append(dict(what=what, ours=f"{value:.4g} {unit}", baseline="", ratio=None, target=f"< {limit:g} {unit}",
+                     passed=ok))
     print(f"  {what:<46} {value:>10.4g} {unit:<4} target < {limit:g} {unit}  {'PASS' if ok else 'FAIL'}")
+
+def note(what: str, ours: str, baseline: str = "") -> None:
+    "A figure recorded for comparison, without a target."
+    ROWS.append(dict(what=what, ours=ours, baseline=baseline, ratio=None, target="", passed=None))
 
 
 def bench_build(tmp: Path, ids: np.ndarray, quick: bool) -> None:
@@ -136,12 +149,18 @@ def bench_build(tmp: Path, ids: np.ndarray, quick: bool) -> None:
     ours = run_child("build-tiny", str(tmp / "ids.npy"))
     print(f"  tiny_gpt NextTokenDataset: {ours['seconds']:.4f} s, +{ours['added_mb']:.1f} MB RSS "
           f"(tracemalloc peak {ours['tracemalloc_mb']:.1f} MB), {ours['n_windows']:,} windows")
-    if quick: print("  (book baseline skipped: --quick)"); return
+    if quick:
+        print("  (book baseline skipped: --quick)")
+        note(f"Dataset build, Tiny Shakespeare, T=256, stride 1 ({ours['n_windows']:,} windows)",
+             f"{ours['seconds']:.4f} s, +{ours['added_mb']:.1f} MB RSS")
+        return
     book = run_child("build-book", str(tmp / "ids.npy"))
     print(f"  book GPTDatasetV1 design:  {book['seconds']:.2f} s, +{book['added_mb']:.0f} MB RSS, {book['n_windows']:,} windows")
     assert book["n_windows"] == ours["n_windows"]
-    report("build time", ours["seconds"], book["seconds"], 500, "s", higher_is_better=False)
-    report("added memory (peak RSS)", max(ours["added_mb"], 0.1), book["added_mb"], 50, "MB", higher_is_better=False)
+    what = f"Dataset build, Tiny Shakespeare, T=256, stride 1 ({ours['n_windows']:,} windows)"
+    report(f"{what}: time", ours["seconds"], book["seconds"], 500, "s", False, "book GPTDatasetV1")
+    report(f"{what}: added peak RSS", max(ours["added_mb"], 0.1), book["added_mb"], 50, "MB", False,
+           "book GPTDatasetV1")
 
 
 def throughput(make_batch, batch_size: int, T: int, min_seconds: float = 0.6) -> float:
@@ -173,8 +192,9 @@ def bench_throughput(tmp: Path, ids: np.ndarray) -> None:
             item = throughput(loop(torch.utils.data.DataLoader(per_item_dataset(str(path), T), batch_size=B, shuffle=True)), B, T)
             print(f"  B={B:<3} T={T:<5} tiny_gpt random {ours/1e6:7.1f} Mtok/s, shuffled windows {ours_w/1e6:7.1f} | "
                   f"nanoGPT get_batch {nano/1e6:6.1f} | per-item DataLoader {item/1e6:6.1f}")
-            report(f"B={B} T={T} vs nanoGPT per-row get_batch", min(ours, ours_w) / 1e6, nano / 1e6, 8, "Mtok/s", True)
-            report(f"B={B} T={T} vs per-item DataLoader", min(ours, ours_w) / 1e6, item / 1e6, 2, "Mtok/s", True)
+            what = f"Batches from a store, B={B} T={T}, tokens/s (slower of random and shuffled windows)"
+            report(what, min(ours, ours_w) / 1e6, nano / 1e6, 8, "Mtok/s", True, "nanoGPT get_batch")
+            report(what, min(ours, ours_w) / 1e6, item / 1e6, 2, "Mtok/s", True, "per-window DataLoader")
 
 
 def bench_big_store(tmp: Path, quick: bool, n_tokens: int = 100_000_000) -> None:
@@ -187,13 +207,18 @@ def bench_big_store(tmp: Path, quick: bool, n_tokens: int = 100_000_000) -> None
     ours = run_child("first-tiny", str(path))
     print(f"  tiny_gpt: first batch {ours['shape']} after {ours['seconds']:.3f} s, +{ours['added_mb']:.1f} MB peak RSS "
           f"(interpreter + torch + tiny_gpt: {ours['base_mb']:.0f} MB), {ours['n_windows']:,} windows")
-    check("time to first batch", ours["seconds"], 1.0, "s")
-    check("peak RSS beyond interpreter + torch", ours["added_mb"], 1024, "MB")
+    what = f"{n_tokens/1e6:.0f}M-token store, T=1024, stride 1, shuffled: first batch"
+    check(f"{what}, time", ours["seconds"], 1.0, "s")
+    check(f"{what}, peak RSS beyond interpreter + torch", ours["added_mb"], 1024, "MB")
     perm = run_child("first-randperm", str(path))
-    print(f"  for comparison, a permutation as one int64 tensor (torch.randperm): {perm['seconds']:.2f} s, +{perm['added_mb']:.0f} MB")
+    print(f"  for comparison, a permutation as one int64 tensor (torch.randperm): "
+          f"{perm['seconds']:.2f} s, +{perm['added_mb']:.0f} MB")
+    note(f"{what}, permutation as one int64 tensor", "", f"{perm['seconds']:.2f} s, +{perm['added_mb']:.0f} MB")
     if quick: print("  (RandomSampler baseline skipped: --quick)"); return
     rs = run_child("first-randomsampler", str(path))
-    print(f"  for comparison, DataLoader(shuffle=True) with torch's RandomSampler: {rs['seconds']:.2f} s, +{rs['added_mb']:.0f} MB")
+    print(f"  for comparison, DataLoader(shuffle=True) with torch's RandomSampler: "
+          f"{rs['seconds']:.2f} s, +{rs['added_mb']:.0f} MB")
+    note(f"{what}, torch RandomSampler", "", f"{rs['seconds']:.2f} s, +{rs['added_mb']:.0f} MB")
 
 
 def main():
@@ -201,25 +226,29 @@ def main():
     ap.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     ap.add_argument("--quick", action="store_true", help="skip the slow, memory-hungry baselines")
     ap.add_argument("--only", choices=["build", "throughput", "store"], help="run one section")
+    ap.add_argument("--record", action="store_true", help="record a partial run in benchmarks/results.json too")
     args = ap.parse_args()
     if args.child: print(json.dumps(child(*args.child))); return
     import torch
     import tiny_gpt
-    from tiny_gpt.io import io_load_text_file
+    from tiny_gpt.io import corpus_path, io_load_text_file
     from tiny_gpt.tokenizers import TikTokenizer
     print(f"tiny_gpt {tiny_gpt.__version__}, torch {torch.__version__}, numpy {np.__version__}, "
           f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} (a shared machine: timings are noisy)")
     print(f"command: {' '.join([Path(sys.executable).name, *sys.argv])}")
-    data = os.environ.get("TINY_GPT_DATA")
-    if not data: sys.exit("set TINY_GPT_DATA to the folder holding tinyshakespeare.txt")
-    text = io_load_text_file(Path(data) / "tinyshakespeare.txt", verbose=False)
+    text = io_load_text_file(corpus_path("tinyshakespeare.txt"), verbose=False)
     ids = np.array(TikTokenizer("gpt2", {"<|endoftext|>"}).encode(text), dtype=np.int64)
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         if args.only in (None, "build"): bench_build(tmp, ids, args.quick)
         if args.only in (None, "throughput"): bench_throughput(tmp, ids)
         if args.only in (None, "store"): bench_big_store(tmp, args.quick)
-    print(f"\n{sum(RESULTS)}/{len(RESULTS)} targets met" + ("" if all(RESULTS) else " — see FAIL lines"))
+    checked = [r["passed"] for r in ROWS if r["passed"] is not None]
+    print(f"\n{sum(checked)}/{len(checked)} targets met" + ("" if all(checked) else " — see FAIL lines"))
+    partial = args.quick or args.only
+    if partial and not args.record: print("partial run: not recorded (add --record to record it)"); return
+    record("dataset", ROWS, notes="partial run (--quick/--only)" if partial else "")
+    print("recorded in benchmarks/results.json")
 
 
 if __name__ == "__main__":

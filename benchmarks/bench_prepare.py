@@ -10,17 +10,19 @@ upper/lower/swapped/title case), written as one file: one document of >= 100 MB,
 Every measurement runs in a fresh Python process; this script samples the memory of that process and all its
 children every 20 ms from /proc: the sum of RSS (pages shared by forked workers counted once per process) and
 the sum of PSS (shared pages divided among the processes sharing them: the tree's real footprint).
-Targets (issue 4): >= 24 MB/s with two workers; peak memory < 300 MB whatever the corpus size.
+Targets: >= 24 MB/s with two workers; peak memory < 300 MB whatever the corpus size.
 The hardware ceiling is measured in the same run: tiktoken alone (`encode_to_numpy`) on the corpus cut into 1 MB
 pieces already in memory, in one process (per core) and in two forked processes (both cores; no reading, no
 pickling, no writing). `prepare_store` can at best match the two-process figure.
 CPU seconds of the main process and of its workers show where prepare's time goes, independently of the load.
 `--repeat R` keeps the best of R runs of each measurement (the machine is shared).
 Finally the store's ids are compared, all of them, with the ids of the whole-text encode.
+The rows are recorded in benchmarks/results.json (section "prepare"), from which the README table is rendered.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import random
 import resource
@@ -34,6 +36,9 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from results import record  # noqa: E402  (benchmarks/results.py: the one results file)
 
 TARGET_MBS, TARGET_MB_MEMORY = 24.0, 300.0
 
@@ -162,6 +167,34 @@ RAW = textwrap.dedent("""
 """)
 
 
+def result_rows(mb: float, runs: dict, base: dict | None, checks: list) -> list[dict]:
+    "The rows of benchmarks/results.json: speed and memory of two worker processes against the single call."
+    best = runs["prepare_store workers=2 (processes)"]
+    both = runs["ceiling: tiktoken alone, 1 MB pieces in RAM, 2 processes"]
+    threads = runs["prepare_store workers=2 (threads)"]
+    single = f"one encode_ordinary call: {base['mbs']:.1f} MB/s" if base else ""
+    rows = [
+        {"what": f"tiny-gpt prepare, {mb:.0f} MB of text, 2 processes: speed", "ours": f"{best['mbs']:.1f} MB/s",
+         "baseline": single, "ratio": round(best["mbs"] / base["mbs"], 2) if base else None, "target": "≥ 1.5×",
+         "passed": best["mbs"] / base["mbs"] >= 1.5 if base else None},
+        {"what": f"tiny-gpt prepare, {mb:.0f} MB of text, 2 processes: peak memory (PSS)",
+         "ours": f"{best['pss_mb']:.0f} MB", "baseline": f"one encode_ordinary call: {base['pss_mb']:.0f} MB" if base
+         else "", "ratio": round(base["pss_mb"] / best["pss_mb"], 1) if base else None,
+         "target": f"< {TARGET_MB_MEMORY:g} MB", "passed": best["pss_mb"] < TARGET_MB_MEMORY},
+        {"what": "the same, against tiktoken alone on 1 MB pieces in RAM, 2 processes (the ceiling)",
+         "ours": f"{best['mbs']:.1f} MB/s", "baseline": f"{both['mbs']:.1f} MB/s",
+         "ratio": round(best["mbs"] / both["mbs"], 2), "target": "", "passed": None},
+        {"what": "the same with 2 threads instead of processes", "ours": f"{threads['mbs']:.1f} MB/s",
+         "baseline": f"2 processes: {best['mbs']:.1f} MB/s", "ratio": round(threads["mbs"] / best["mbs"], 2),
+         "target": "", "passed": None},
+    ]
+    exact = [bool(ok) for what, ok, _ in checks if what.startswith("store ids == encode_ordinary")]  # not np.bool_
+    if exact:
+        rows.append({"what": "store ids == encode_ordinary(whole text), every id", "ours": "identical" if exact[0]
+                     else "DIFFERENT", "baseline": "", "ratio": None, "target": "identical", "passed": exact[0]})
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mb", type=float, default=100.0, help="corpus size in MB (default 100)")
@@ -170,9 +203,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     data = Path(os.environ.get("TINY_GPT_DATA", "")) / "tinyshakespeare.txt"
     if not data.is_file(): raise SystemExit(f"{data} not found: set TINY_GPT_DATA to the folder holding tinyshakespeare.txt")
-    command = (f"TINY_GPT_DATA={shlex.quote(str(data.parent))} python benchmarks/bench_prepare.py --mb {args.mb:g}"
+    command = (f"python benchmarks/bench_prepare.py --mb {args.mb:g}"  # recorded without this machine's paths
                f"{' --skip-baseline' if args.skip_baseline else ''}{f' --repeat {args.repeat}' if args.repeat > 1 else ''}")
-    print(f"reproduce: {command}\nmachine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f} at start\n")
+    print(f"reproduce: TINY_GPT_DATA={shlex.quote(str(data.parent))} {command}\nmachine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f} at start\n")
     with tempfile.TemporaryDirectory(prefix="bench_prepare_") as tmp:
         tmp = Path(tmp)
         corpus = tmp / "corpus.txt"
@@ -219,7 +252,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"memory : workers=2 processes peak PSS {best['pss_mb']:.0f} MB (RSS sum {best['rss_mb']:.0f} MB) = "
                   f"{base['pss_mb'] / best['pss_mb']:.1f}x less than the single call ({base['pss_mb']:.0f} MB)")
             # correctness: every id of the store equals the whole-text encoding (one document -> ids + <|endoftext|>)
-            store = np.memmap(tmp / "store_2_process" / "shard-00000-of-00001.train.bin", dtype="<u2", mode="r")
+            header = json.loads((tmp / "store_2_process" / "shard-00000-of-00001.json").read_text(encoding="utf-8"))
+            train_file = tmp / "store_2_process" / header["splits"]["train"]["file"]
+            store = np.memmap(train_file, dtype="<u2", mode="r")
             whole = np.memmap(tmp / "baseline.bin", dtype="<u2", mode="r")
             same = len(store) == len(whole) + 1 and bool(np.array_equal(store[:-1], whole)) and store[-1] == 50256
             checks.append(("store ids == encode_ordinary(whole text) (all %d tokens)" % len(whole), same, ""))
@@ -237,6 +272,8 @@ def main(argv: list[str] | None = None) -> int:
                        best["rss_mb"] < TARGET_MB_MEMORY, f"{best['rss_mb']:.0f} MB"))
         print()
         for what, ok, detail in checks: print(f"{'PASS' if ok else 'FAIL'}  {what}  {detail}")
+        record("prepare", result_rows(mb, runs, None if args.skip_baseline else base, checks), command=command,
+               notes="best of --repeat runs; 'others' CPU seconds (load from other processes) printed by the script")
         print(f"\nload average {os.getloadavg()[0]:.2f} at the end (the machine is shared; timings vary by +-20 %)")
     return 0 if all(ok for _, ok, _ in checks) else 1
 

@@ -2,7 +2,10 @@
 
 Every benchmark script records its figures here (`record`), one section per script, each with the
 date, the machine, the versions and every row it measured. The README's performance table is
-rendered from this file (tools/readme.py) and prose quotes it; nobody retypes a figure.
+rendered from this file (`python tools/readme.py`; CI fails when README.md disagrees with it) and
+prose quotes it or links to it; nobody retypes a figure. Arguments that are paths of the machine
+(a corpus in TINY_GPT_DATA, a temporary folder) belong in `notes` relative to their folder, not in
+`command`.
 
 A row is a dict:
     what      what was measured, e.g. "Dataset build, Tiny Shakespeare, T=256, stride 1"
@@ -35,6 +38,15 @@ def machine() -> dict:
             "load_1min": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None, "versions": versions}
 
 
+def default_command() -> str:
+    "How this benchmark was started, with the script relative to the repository (no machine's folders)."
+    root = RESULTS.parents[1]
+    script = Path(sys.argv[0]).resolve() if sys.argv and sys.argv[0] else None
+    if script is not None and script.is_relative_to(root): argv0 = script.relative_to(root).as_posix()
+    else: argv0 = Path(sys.argv[0]).name if sys.argv else ""
+    return " ".join(["python", argv0, *sys.argv[1:]]).strip()
+
+
 def load() -> dict:
     "Everything recorded so far: {bench name: section}."
     return json.loads(RESULTS.read_text(encoding="utf-8")) if RESULTS.exists() else {}
@@ -46,7 +58,7 @@ def record(bench: str, rows: list[dict], command: str = "", notes: str = "") -> 
         if set(row) != set(ROW_KEYS): raise ValueError(f"a results row has keys {sorted(row)}, expected {ROW_KEYS}")
     results = load()
     results[bench] = {"date": datetime.date.today().isoformat(), "machine": machine(),
-                      "command": command or " ".join([Path(sys.executable).name, *sys.argv]),
+                      "command": command or default_command(),
                       "notes": notes, "rows": rows}
     tmp = RESULTS.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(results, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")

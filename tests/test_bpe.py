@@ -1,19 +1,22 @@
 """BPETokenizer against tiktoken on arbitrary text, and the trainer against the naive definition."""
-import os
+import inspect
+import random
+import re
+import time
 from collections import Counter
-from pathlib import Path
 
 import pytest
 import regex
 import tiktoken
+import tiktoken_ext.openai_public as openai_public
 from hypothesis import given, settings, strategies as st
 
 from tiny_gpt.bpe import (BPETokenizer, count_pairs, merge_word, pretokenize, _learn_merges, count_pretokens, _text_chunks,
-                          LETTER, NUMBER, NEWER_LETTERS, NEWER_NUMBERS, GPT4_SPLIT)
-from tiny_gpt.tokenizers import TikTokenizer
+                          LETTER, NUMBER, NEWER_LETTERS, NEWER_NUMBERS, GPT4_SPLIT, GPT4_PATTERN)
+from tiny_gpt.io import corpus_path
+from tiny_gpt.tokenizers import RegexTokenizer, TikTokenizer
 
-DATA = Path(os.environ.get("TINY_GPT_DATA", Path(__file__).parents[2] / "shared" / "data"))
-CL100K_PATTERN = r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3}+| ?[^\s\p{L}\p{N}]++[\r\n]*+|\s++$|\s*[\r\n]|\s+(?!\S)|\s"""  # tiktoken's
+CL100K_PATTERN = re.search(r'"pat_str": r"""(.*?)"""', inspect.getsource(openai_public.cl100k_base))[1]  # tiktoken's
 OURS, THEIRS = BPETokenizer.gpt2(), TikTokenizer("gpt2").encoding
 OURS_ALL, THEIRS_ALL = BPETokenizer.gpt2("all"), TikTokenizer("gpt2", "all")
 
@@ -61,6 +64,10 @@ def test_character_classes_equal_tiktokens_on_every_code_point(ours, theirs):
     assert set(regex.findall(ours, EVERY_CHAR)) == tiktoken_class(theirs)
 
 
+def test_gpt4_pattern_is_tiktokens_string():
+    assert GPT4_PATTERN == CL100K_PATTERN
+
+
 @settings(max_examples=300, deadline=None)
 @given(texts)
 def test_gpt4_split_equals_tiktokens_engine(text):
@@ -90,7 +97,7 @@ def test_gpt2_decode_equals_tiktoken(ids):
 
 @pytest.mark.parametrize("name, n_tokens", [("the-verdict.txt", 5145), ("tinyshakespeare.txt", 338_025)])
 def test_gpt2_on_the_corpora(name, n_tokens):
-    text = (DATA / name).read_text(encoding="utf-8")
+    text = corpus_path(name).read_text(encoding="utf-8")
     ids = OURS.encode_ordinary(text)
     assert len(ids) == n_tokens and ids == THEIRS.encode_ordinary(text)
 
@@ -124,11 +131,11 @@ def test_chunked_counting_equals_whole(text, chunk):
 
 @pytest.fixture(scope="module")
 def shakespeare_tokenizer():
-    return BPETokenizer.train(DATA / "tinyshakespeare.txt", vocab_size=400, workers=2, progress=False)
+    return BPETokenizer.train(corpus_path("tinyshakespeare.txt"), vocab_size=400, workers=2, progress=False)
 
 
 def test_training_from_a_file_with_two_workers_equals_training_from_text(shakespeare_tokenizer):
-    text = (DATA / "tinyshakespeare.txt").read_text(encoding="utf-8")
+    text = corpus_path("tinyshakespeare.txt").read_text(encoding="utf-8")
     assert BPETokenizer.train(text, vocab_size=400, progress=False).ranks == shakespeare_tokenizer.ranks
 
 
@@ -165,3 +172,118 @@ def test_load_refuses_damaged_files(tmp_path, content, message):
     (tmp_path / "bad.json").write_text(content, encoding="utf-8")
     with pytest.raises(ValueError, match=message):
         BPETokenizer.load(tmp_path / "bad.json")
+
+
+# ---------------------------------------------------------------- long pre-tokens: the heap merge
+# One pre-token is a run of letters, of digits or of other symbols: each alphabet below stays within one class,
+# so the whole string is a single piece that the merge must handle at once.
+LETTERS = ["ab", "xyz", "abcdefghijklmnopqrstuvwxyz", "αβγδεζ", "абвгдеж", "日本語漢字", "éèêàçñ", "Ab"]
+OTHERS = ["=", "=-", "!?.,;:", "#*+/<>", "🦜👍"]
+DIGITS = ["0", "01", "0123456789"]
+alphabets = st.one_of(*(st.lists(st.sampled_from(group), min_size=1, max_size=3) for group in (LETTERS, OTHERS, DIGITS)))
+
+
+@settings(max_examples=8, deadline=None)
+@given(st.integers(2_000, 200_000), alphabets, st.integers(0, 2**32 - 1))
+def test_long_pretokens_equal_tiktoken(n, alphabet, seed):
+    text = "".join(random.Random(seed).choices("".join(alphabet), k=n))
+    assert pretokenize(text) == [text]  # one pre-token
+    assert OURS.encode_ordinary(text) == THEIRS.encode_ordinary(text)
+
+
+@pytest.mark.parametrize("name, make", [
+    ("x * 1,000,000", lambda: "x" * 1_000_000),
+    ("200,000 random letters", lambda: "".join(random.Random(0).choices("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ", k=200_000))),
+    ("a 1 MB line of =", lambda: "=" * 1_000_000 + "\n"),
+])
+def test_huge_pretokens_finish_fast_with_tiktokens_ids(name, make):
+    text = make()
+    start = time.perf_counter()
+    ids = BPETokenizer.gpt2().encode(text)
+    seconds = time.perf_counter() - start
+    assert ids == THEIRS.encode(text)
+    assert seconds <= 20, f"{name}: {seconds:.1f} s"
+
+
+def test_equal_ranks_merge_leftmost_first():
+    "aaaaa with aa and aaaa: aa aa a (leftmost first), then aaaa a — as tiktoken's byte_pair_merge does."
+    from tiny_gpt.bpe import merge_bytes, merge_bytes_heap
+    ranks = {bytes([b]): b for b in range(256)} | {b"aa": 256, b"aaaa": 257, b"aaa": 258}
+    enc = tiktoken.Encoding("probe", pat_str=r"\S+", mergeable_ranks=ranks, special_tokens={})
+    for n in range(1, 40):
+        piece = b"a" * n
+        expected = [enc.decode_single_token_bytes(i) for i in enc.encode_ordinary("a" * n)]
+        assert merge_bytes_heap(piece, ranks) == merge_bytes(piece, ranks) == expected
+
+
+# ---------------------------------------------------------------- the word cache is bounded
+def test_word_cache_is_bounded_on_a_stream_of_distinct_words():
+    tok = BPETokenizer.gpt2()
+    tok.cache_size = 500
+    for start in range(0, 20_000, 2_000):
+        text = " ".join(f"q{i}z" for i in range(start, start + 2_000))  # every word new
+        assert tok.encode(text) == THEIRS.encode(text)
+        assert len(tok._cache) <= 500
+
+
+def test_long_pieces_are_not_cached():
+    tok = BPETokenizer.gpt2()
+    tok.encode("y" * 5_000 + " short")
+    assert list(tok._cache) == [" short"]
+
+
+# ---------------------------------------------------------------- ids in, as the other tokenizers take them
+def test_a_single_int_is_refused_like_the_other_tokenizers():
+    regex_tok = RegexTokenizer("hello world")
+    for tok in (OURS, TikTokenizer("gpt2"), regex_tok):
+        with pytest.raises(TypeError, match="got the single id 15496: write \\[15496\\]"): tok.decode(15496)
+        with pytest.raises(TypeError, match="sequence of integers"): tok.decode("15496")
+
+
+@pytest.mark.parametrize("ids, message", [([1, 50257], "cannot decode 50257 \\(position 1\\)"), ([-1], "cannot decode -1"),
+                                          ([3, "a"], "cannot decode 'a' \\(position 1\\)"), ([None], "cannot decode None")])
+def test_invalid_ids_are_named(ids, message):
+    with pytest.raises(ValueError, match=message): OURS.decode(ids)
+
+
+def test_ids_as_numpy_and_torch():
+    import numpy as np, torch
+    ids = THEIRS.encode("hello world")
+    assert OURS.decode(np.array(ids)) == OURS.decode(torch.tensor(ids)) == OURS.decode(tuple(ids)) == "hello world"
+
+
+# ---------------------------------------------------------------- per-call special-token arguments, as tiktoken
+SPECIAL_CHOICES = [None, "all", set(), {"<|endoftext|>"}]  # tiktoken takes "all" or a set
+
+
+@settings(max_examples=150, deadline=None)
+@given(texts, st.sampled_from(SPECIAL_CHOICES), st.sampled_from(["all", (), {"<|endoftext|>"}]),
+       st.sampled_from(["all", frozenset()]))
+def test_per_call_special_arguments_follow_tiktoken(text, allowed, disallowed, constructor):
+    ours = OURS_ALL if constructor == "all" else OURS
+    effective = constructor if allowed is None else allowed  # omitted: the tokenizer's own setting applies
+    try: expected = THEIRS.encode(text, allowed_special=effective, disallowed_special=disallowed)
+    except ValueError: expected = ValueError
+    kwargs = {} if allowed is None else {"allowed_special": allowed}
+    try: got = ours.encode(text, disallowed_special=disallowed, **kwargs)
+    except ValueError: got = ValueError
+    assert got == expected
+
+
+def test_unknown_special_tokens_are_refused():
+    with pytest.raises(ValueError, match="which 'gpt2' does not have"): OURS.encode("x", allowed_special={"<|fim|>"})
+    with pytest.raises(ValueError, match="which 'gpt2' does not have"): OURS.encode("x", disallowed_special={"<|fim|>"})
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(0, 50256), max_size=30), st.sampled_from(["replace", "ignore", "strict", "backslashreplace"]))
+def test_decode_errors_follow_tiktoken(ids, errors):
+    try: expected = THEIRS.decode(ids, errors=errors)
+    except UnicodeDecodeError: expected = UnicodeDecodeError
+    try: got = OURS.decode(ids, errors=errors)
+    except UnicodeDecodeError: got = UnicodeDecodeError
+    assert got == expected
+
+
+def test_decode_refuses_an_unknown_error_mode():
+    with pytest.raises(ValueError, match="errors must be 'replace', 'strict' or 'ignore'"): OURS.decode([1], errors="loud")

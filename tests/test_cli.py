@@ -9,8 +9,6 @@ from pathlib import Path
 import pytest
 
 EXE = shutil.which("tiny-gpt", path=str(Path(sys.executable).parent)) or shutil.which("tiny-gpt")
-DATA = Path(os.environ.get("TINY_GPT_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data")
-needs_verdict = pytest.mark.skipif(not (DATA / "the-verdict.txt").is_file(), reason=f"no the-verdict.txt in {DATA}")
 
 
 def run(*args, exe=None, **env):
@@ -31,15 +29,17 @@ def test_console_script_is_installed():
 
 @pytest.fixture(scope="module")
 def verdict_run():
+    from tiny_gpt.io import corpus_path
+    data = corpus_path("the-verdict.txt").parent  # missing data is an error naming TINY_GPT_DATA, not a skip
     start = time.perf_counter()
-    out = run("demo", TINY_GPT_DATA=str(DATA))
+    out = run("demo", TINY_GPT_DATA=str(data))
     seconds = time.perf_counter() - start
     assert out.returncode == 0, out.stderr
     print(f"tiny-gpt demo on The Verdict: {seconds:.1f} s")
     return out, seconds
 
 
-SEED_VALUES = [
+STAGE2_VALUES = [  # what the chapters' Stage 2 examples print
     "Tokens     : [7454, 2402, 257, 640, 287, 20443, 38, 11571, 986]",
     "successfully: 20,479 characters",
     "['I', 'HAD', 'always', 'thought', 'Jack', 'Gisburn', 'rather', 'a', 'cheap', 'genius', '--',",
@@ -63,21 +63,19 @@ SEED_VALUES = [
     "Token embeddings shape: torch.Size([8, 4, 256])",
     "Positional embeddings shape: torch.Size([4, 256])",
     "Final input embeddings shape: torch.Size([8, 4, 256])",
-    "✅ Stage 2 pipeline ran end to end",
+    "✅ The pipeline ran end to end",
 ]
 
 
-@needs_verdict
-@pytest.mark.parametrize("expected", SEED_VALUES)
-def test_demo_prints_the_seed_values(verdict_run, expected):
+@pytest.mark.parametrize("expected", STAGE2_VALUES)
+def test_demo_prints_the_stage2_values(verdict_run, expected):
     assert expected in verdict_run[0].stdout
 
 
-@needs_verdict
 def test_demo_report_is_short_sectioned_and_quick(verdict_run):
     out, seconds = verdict_run
     assert out.stderr == ""
-    headers = [l for l in out.stdout.splitlines() if l.startswith(("Stage 1:", "Part A:", "Part B:", "Input embeddings:"))]
+    headers = [l for l in out.stdout.splitlines() if l.startswith(("Environment", "Part A:", "Part B:", "Input embeddings:"))]
     assert len(headers) == 5, headers
     assert len(out.stdout.splitlines()) < 150      # a preview of the split, not the whole story
     assert "no exterminating our kind of art" not in out.stdout  # the story's last line is not printed
@@ -112,7 +110,7 @@ def test_demo_falls_back_to_the_sample_text_offline(tmp_path):
     import torch
     ids = TikTokenizer().encode(SAMPLE_TEXT)
     assert f"Stride = 1\nFirst Batch\n{[torch.tensor([ids[0:4]]), torch.tensor([ids[1:5]])]}\n" in out.stdout
-    assert "✅ Stage 2 pipeline ran end to end" in out.stdout
+    assert "✅ The pipeline ran end to end" in out.stdout
     assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").iterdir())  # nothing downloaded
 
 
@@ -156,14 +154,23 @@ def test_demo_piped_into_a_closed_reader_exits_quietly(tmp_path):
     assert out.returncode == 1 and out.stderr == "", out.stderr
 
 
-try: from tiny_gpt import store
-except ImportError: store = None
-needs_store = pytest.mark.skipif(store is None, reason="the token store stage (tiny_gpt.store) is not there yet")
+# ---------------------------------------------------------------- tiny-gpt prepare
+
+def lines(text: str) -> int:
+    return text.count("\n")
 
 
-@needs_store
+def assert_one_line_error(out, *expected: str) -> None:
+    "Exit status 2, one line on stderr that starts like argparse's errors and holds `expected`, no traceback."
+    assert out.returncode == 2, (out.returncode, out.stderr)
+    assert out.stderr.startswith("tiny-gpt: error: ") and lines(out.stderr) == 1, out.stderr
+    assert "Traceback" not in out.stderr
+    for text in expected: assert text in out.stderr, (text, out.stderr)
+
+
 def test_prepare_round_trip(tmp_path):
     import numpy as np
+    from tiny_gpt import store
     from tiny_gpt.tokenizers import TikTokenizer
     text = "The keeper climbed the steps and lit the lamp.\nThe sea was rough that night.\n"
     (tmp_path / "doc.txt").write_text(text, encoding="utf-8")
@@ -175,32 +182,113 @@ def test_prepare_round_trip(tmp_path):
     ids = np.concatenate(opened.shards).tolist()
     assert ids == tok.encode(text) + [tok.eot_token]  # one document, closed by <|endoftext|>
     demo = run("demo", tmp_path / "doc.txt")  # and the same text is too short for the demo: a clear error
-    assert demo.returncode == 2 and "the demo needs at least 26" in demo.stderr
+    assert_one_line_error(demo, "the demo needs at least 26")
 
 
-@needs_store
 def test_prepare_errors_are_one_line(tmp_path):
-    out = run("prepare", tmp_path / "nope.txt", "--out", tmp_path / "store")
-    assert out.returncode == 2 and out.stderr.startswith("tiny-gpt: error: ") and "Traceback" not in out.stderr
-    assert "nope.txt" in out.stderr
+    assert_one_line_error(run("prepare", tmp_path / "nope.txt", "--out", tmp_path / "store"), "nope.txt")
 
 
-BROKEN_STORE = """
-import sys, importlib.abc
-class Broken(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name == "tiny_gpt.store": raise SyntaxError("simulated: tiny_gpt/store.py is broken")
-sys.meta_path.insert(0, Broken())
+def test_prepare_refuses_an_existing_store_unless_overwrite(tmp_path):
+    "Today's trap: preparing into a folder that holds a store overwrote it, exit 0."
+    from tiny_gpt import store
+    (tmp_path / "a.txt").write_text("The first store.", encoding="utf-8")
+    (tmp_path / "b.txt").write_text("A second text, quite different.", encoding="utf-8")
+    assert run("prepare", tmp_path / "a.txt", "--out", tmp_path / "s", "--quiet").returncode == 0
+    first = store.open_store(tmp_path / "s").shards[0].tolist()
+    out = run("prepare", tmp_path / "b.txt", "--out", tmp_path / "s")
+    assert_one_line_error(out, "already holds shard 0/1", "--overwrite")
+    assert "overwrite=True" not in out.stderr  # the command line's own words
+    assert store.open_store(tmp_path / "s").shards[0].tolist() == first
+    out = run("prepare", tmp_path / "b.txt", "--out", tmp_path / "s", "--overwrite")
+    assert out.returncode == 0, out.stderr
+    assert store.open_store(tmp_path / "s").shards[0].tolist() != first
+
+
+def test_prepare_refuses_mixed_splittings(tmp_path):
+    "Today's trap: --shard 0/2 into a folder of a 0/1 store was accepted and failed when loading, with a traceback."
+    (tmp_path / "a.txt").write_text("Some words here.", encoding="utf-8")
+    assert run("prepare", tmp_path / "a.txt", "--out", tmp_path / "s", "--quiet").returncode == 0
+    for extra in ([], ["--overwrite"]):
+        out = run("prepare", tmp_path / "a.txt", "--out", tmp_path / "s", "--shard", "0/2", *extra)
+        assert_one_line_error(out, "shard 0/2 would mix two splittings")
+    assert sorted(p.name for p in (tmp_path / "s").glob("*.json")) == ["shard-00000-of-00001.json"]
+
+
+def test_prepare_refuses_an_input_without_tokens(tmp_path):
+    "Today's trap: an empty input made a store that failed only when loading."
+    (tmp_path / "empty.txt").write_bytes(b"")
+    assert_one_line_error(run("prepare", tmp_path / "empty.txt", "--out", tmp_path / "s"), "holds no text")
+    assert not (tmp_path / "s").exists()
+
+
+@pytest.mark.parametrize("content", ["Hello".encode("utf-16"), bytes(range(256)) * 4], ids=["utf-16", "binary"])
+def test_a_failed_prepare_leaves_nothing_behind(tmp_path, content):
+    "Today's trap: a failed prepare left an empty --out folder."
+    (tmp_path / "in.txt").write_bytes(content)
+    assert_one_line_error(run("prepare", tmp_path / "in.txt", "--out", tmp_path / "s"), "in.txt")
+    assert not (tmp_path / "s").exists()
+
+
+def test_prepare_out_naming_a_file(tmp_path):
+    "Today's trap: `[Errno 17] File exists`."
+    (tmp_path / "a.txt").write_text("Some words here.", encoding="utf-8")
+    out = run("prepare", tmp_path / "a.txt", "--out", tmp_path / "a.txt")
+    assert_one_line_error(out, "a.txt' is a file; a token store is a folder")
+    assert "Errno" not in out.stderr
+
+
+@pytest.mark.parametrize("option, value, message", [
+    ("--val-fraction", "1.5", "--val-fraction must be in [0, 1), got 1.5"),
+    ("--shard", "two", "--shard must look like 'K/N'"),
+    ("--shard", "2/2", "--shard 2/2 is out of range: K counts from 0"),
+    ("--workers", "-1", "--workers must be >= 0, got -1"),
+    ("--chunk-mb", "0", "--chunk-mb must be > 0, got 0"),
+])
+def test_prepare_errors_speak_the_flag_names(tmp_path, option, value, message):
+    "Today's trap: `--val-fraction 1.5` was reported as `val_fraction`."
+    (tmp_path / "a.txt").write_text("Some words here.", encoding="utf-8")
+    out = run("prepare", tmp_path / "a.txt", "--out", tmp_path / "s", option, value)
+    assert_one_line_error(out, message)
+    if "-" in option[2:]: assert option[2:].replace("-", "_") not in out.stderr  # no Python parameter names
+    assert not (tmp_path / "s").exists()
+
+
+# ---------------------------------------------------------------- a bug keeps its traceback
+
+def test_a_bug_keeps_its_traceback_in_process(tmp_path, monkeypatch):
+    "Only BadInput becomes one line; a ValueError or KeyError from our own code propagates out of main."
+    import tiny_gpt.cli as cli
+    import tiny_gpt.store as store
+    (tmp_path / "a.txt").write_text("Some words here.", encoding="utf-8")
+
+    def bug(*args, **kwargs): raise ValueError("simulated bug deep inside prepare")
+    monkeypatch.setattr(store, "_encode_piece", bug)
+    with pytest.raises(ValueError, match="simulated bug"):
+        cli.main(["prepare", str(tmp_path / "a.txt"), "--out", str(tmp_path / "s"), "--quiet", "--workers", "0"])
+    assert not (tmp_path / "s").exists()  # and the failed run left nothing behind
+
+    def key_bug(*args, **kwargs): raise KeyError("simulated bug in the report")
+    monkeypatch.setattr(cli, "demo_tiktokenizer", key_bug)
+    monkeypatch.setenv("TINY_GPT_OFFLINE", "1")
+    with pytest.raises(KeyError, match="simulated bug"): cli.main(["demo", "--preview", "3"])
+    assert cli.main(["demo", str(tmp_path / "missing.txt")]) == 2  # while bad input is still one line
+
+
+BUG_IN_STORE = """
+import sys
+import tiny_gpt.store as store
+def bug(*args, **kwargs): raise ValueError("simulated bug deep inside prepare")
+store._encode_piece = bug
 from tiny_gpt.cli import main
 sys.exit(main(sys.argv[1:]))
 """
 
 
-def test_a_broken_store_stage_does_not_break_demo(tmp_path):
-    exe = [sys.executable, "-c", BROKEN_STORE]
-    out = run("prepare", "x.txt", "--out", tmp_path, exe=exe)
-    assert out.returncode == 1 and "prepare needs the token store stage" in out.stderr
-    assert "SyntaxError: simulated" in out.stderr and "Traceback" not in out.stderr
-    (tmp_path / "data").mkdir()
-    out = run("demo", exe=exe, **offline_env(tmp_path))
-    assert out.returncode == 0 and "✅ Stage 2 pipeline ran end to end" in out.stdout, out.stderr
+def test_a_bug_shows_its_traceback_on_the_command_line(tmp_path):
+    (tmp_path / "a.txt").write_text("Some words here.", encoding="utf-8")
+    out = run("prepare", tmp_path / "a.txt", "--out", tmp_path / "s", "--workers", 0,
+              exe=[sys.executable, "-c", BUG_IN_STORE])
+    assert out.returncode == 1, out.stderr
+    assert "Traceback (most recent call last)" in out.stderr and "ValueError: simulated bug" in out.stderr
+    assert not out.stderr.startswith("tiny-gpt: error:")

@@ -7,8 +7,10 @@ import pytest
 import torch
 from hypothesis import given, settings, strategies as st
 
-from tiny_gpt.data import (NextTokenDataset, TokenStoreDataset, WindowBatchSampler, count_windows,
-                           shuffle_positions, tiny_data_loader)
+from tiny_gpt.bpe import BPETokenizer
+from tiny_gpt.data import (NextTokenDataset, TokenStoreDataset, WindowBatchSampler, check_positive_ints,
+                           count_windows, shuffle_positions, tiny_data_loader)
+from tiny_gpt.io import io_load_text_file
 
 
 def book_windows(ids, max_length, stride):
@@ -164,14 +166,12 @@ def test_bad_sources(tmp_path):
 
 
 def test_store_folder_goes_through_open_store(memmap_shards, tmp_path, monkeypatch):
-    "A pathlib.Path is opened with tiny_gpt.store.open_store(path, split=...) (replaced here by a stand-in)."
-    import sys, types
+    "A pathlib.Path is opened with tiny_gpt.store.open_store(path, split=...) (recorded here, then faked)."
+    import tiny_gpt.store
     ids, shards = memmap_shards
     calls = []
     def open_store(path, split="train"): calls.append((path, split)); return FakeStore(shards, path)
-    module = sys.modules.get("tiny_gpt.store") or types.ModuleType("tiny_gpt.store")
-    monkeypatch.setitem(sys.modules, "tiny_gpt.store", module)
-    monkeypatch.setattr(module, "open_store", open_store, raising=False)
+    monkeypatch.setattr(tiny_gpt.store, "open_store", open_store)
     loader = tiny_data_loader(tmp_path, batch_size=2, max_length=4, stride=4, shuffle=False, split="val")
     assert calls == [(tmp_path, "val")]
     assert next(iter(loader))[0].tolist() == [ids[0:4].tolist(), ids[4:8].tolist()]
@@ -209,11 +209,100 @@ def test_strided_memmap_slice_pickles_by_value(tmp_path):
     assert ds[0][0].tolist() == [0, 2, 4, 6]
 
 
-def test_bpe_tokenizer_gives_the_seed_batch():
-    bpe = pytest.importorskip("tiny_gpt.bpe")
-    from tiny_gpt.io import io_load_text_file
+def test_bpe_tokenizer_gives_the_embeddings_batch():
     text = io_load_text_file(verbose=False)
     x, _ = next(iter(tiny_data_loader(text, batch_size=8, max_length=4, stride=3, shuffle=False,
-                                      tokenizer=bpe.BPETokenizer.gpt2({"<|endoftext|>"}))))
+                                      tokenizer=BPETokenizer.gpt2({"<|endoftext|>"}))))
     assert x.tolist() == [[40, 367, 2885, 1464], [1464, 1807, 3619, 402], [402, 271, 10899, 2138], [2138, 257, 7026, 15632],
                           [15632, 438, 2016, 257], [257, 922, 5891, 1576], [1576, 438, 568, 340], [340, 373, 645, 1049]]
+
+
+# ---------------------------------------------------------------- arguments DataLoader would get, or that were ignored
+def test_collate_fn_is_passed_through():
+    "A collate_fn of one's own receives the (input, target) windows of each batch, like a DataLoader's."
+    from torch.utils.data import default_collate
+    seen = []
+    def named(windows):
+        seen.append(len(windows))
+        inputs, targets = default_collate(list(windows))
+        return {"input_ids": inputs, "labels": targets}
+    kw = dict(batch_size=3, max_length=5, stride=2, shuffle=False)
+    got = list(tiny_data_loader(TEXT, collate_fn=named, **kw))
+    ref = list(tiny_data_loader(TEXT, **kw))
+    assert len(got) == len(ref) > 0 and set(seen) == {3}
+    for g, (x, y) in zip(got, ref):
+        assert torch.equal(g["input_ids"], x) and torch.equal(g["labels"], y)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(shuffle=False, sampling="random"), "shuffle=False has no effect with sampling='random'"),
+    (dict(num_batches=5), "num_batches=5 only applies to sampling='random'"),
+    (dict(num_batches=5, sampling="windows"), "drop num_batches or set sampling='random'"),
+])
+def test_ignored_combinations_are_refused(kwargs, message):
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")) as e:
+        tiny_data_loader(TEXT, max_length=8, stride=8, **kwargs)
+    assert "\n" not in str(e.value)                                     # one line
+
+
+@pytest.mark.parametrize("name", ["sampler", "batch_sampler", "dataset"])
+def test_arguments_the_loader_builds_are_refused_clearly(name):
+    with pytest.raises(TypeError, match=f"builds the DataLoader's {name} itself"):
+        tiny_data_loader(TEXT, max_length=8, stride=8, **{name: [0]})
+
+
+def test_check_positive_ints():
+    check_positive_ints(a=1, b=np.int64(7))
+    for bad in (0, -1, 1.0, True, "2", None):
+        with pytest.raises(ValueError, match=f"x must be an integer >= 1, got {bad!r}"): check_positive_ints(x=bad)
+
+
+# ---------------------------------------------------------------- memory-mapped ids stay on disk
+def _rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"): return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS in /proc/self/status")
+
+
+@pytest.fixture
+def big_memmap(tmp_path):
+    "20 M uint16 token ids (40 MB) in a file; as int64 in RAM they would take 160 MB."
+    path = tmp_path / "ids.bin"
+    with open(path, "wb") as f:
+        for start in range(0, 20_000_000, 2_000_000):
+            (np.arange(start, start + 2_000_000, dtype=np.int64) % 50257).astype(np.uint16).tofile(f)
+    return np.memmap(path, dtype=np.uint16, mode="r")
+
+
+def test_memmap_ids_are_not_copied(big_memmap):
+    ds = NextTokenDataset(big_memmap, max_length=256, stride=128)
+    assert isinstance(ds.tokens, np.memmap) and ds.tokens.dtype == np.uint16    # no int64 copy held
+    loader = tiny_data_loader(big_memmap, batch_size=8, max_length=256, stride=128, seed=0)
+    assert isinstance(loader.dataset.tokens, np.memmap)
+    x, y = next(iter(loader))
+    assert x.dtype == torch.int64 and x.shape == (8, 256)
+    assert torch.equal(x[:, 1:], y[:, :-1])
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="resident memory is read from Linux's /proc")
+def test_memmap_ids_cost_no_resident_memory(big_memmap):
+    before = _rss_mb()
+    ds = NextTokenDataset(big_memmap, max_length=256, stride=128)
+    batch = ds.__getitems__(np.arange(0, len(ds), len(ds) // 64)[:64])
+    grown = _rss_mb() - before
+    assert grown < 40, f"resident memory grew by {grown:.0f} MB; an int64 copy of the ids takes 160 MB"
+    assert batch.inputs.shape == (64, 256)
+
+
+def test_memmap_windows_equal_the_in_ram_ones(big_memmap):
+    head = big_memmap[:50_000]                                      # still a memmap
+    on_disk, in_ram = NextTokenDataset(head, 16, 5), NextTokenDataset(np.asarray(head).astype(np.int64), 16, 5)
+    assert isinstance(on_disk.tokens, np.memmap) and isinstance(in_ram.tokens, torch.Tensor)
+    idx = np.random.default_rng(0).permutation(len(in_ram))
+    a, b = on_disk.__getitems__(idx), in_ram.__getitems__(idx)
+    assert torch.equal(a.inputs, b.inputs) and torch.equal(a.targets, b.targets)
+    for i in (0, 1, len(in_ram) - 1):
+        assert [t.tolist() for t in on_disk[i]] == [t.tolist() for t in in_ram[i]]
+    again = pickle.loads(blob := pickle.dumps(on_disk))              # a spawned worker re-maps the file
+    assert len(blob) < 2000 and isinstance(again.tokens, np.memmap)
+    assert torch.equal(again.__getitems__(idx[:100]).inputs, a.inputs[:100])

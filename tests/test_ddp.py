@@ -49,14 +49,25 @@ def test_two_ranks_ran(ranks):
 
 
 def test_drop_last_ranks_are_disjoint_and_cover_the_epoch(ranks):
+    from tiny_gpt.data import WindowBatchSampler
     n_windows = ranks[0]["drop_last=True"]["n_windows"]
-    assert n_windows == len(range(0, N_TOKENS - MAX_LENGTH, STRIDE))
+    starts = list(range(0, N_TOKENS - MAX_LENGTH, STRIDE))
+    assert n_windows == len(starts) == 331
     per_rank = n_windows // 2 // BATCH * BATCH                  # each rank: n // world_size windows, whole batches
+    assert per_rank == 164
     for epoch in (0, 1):
         shares = [r["drop_last=True"]["epochs"][epoch] for r in ranks]
         assert [len(s) for s in shares] == [per_rank, per_rank]
         assert not set(shares[0]) & set(shares[1])                       # disjoint
-        assert all(s % STRIDE == 0 for s in shares[0] + shares[1])       # real window starts
+        # cover: the two shares together are the epoch's order (seed 0 under DDP, as one process computes it)
+        # without only its last n - 2 * per_rank windows, rank r holding positions r, r + 2, r + 4, ...
+        one = WindowBatchSampler(n_windows, BATCH, shuffle=True, seed=0, rank=0, world_size=1)
+        one.set_epoch(epoch)
+        order = [starts[i] for i in one.epoch_order().tolist()]
+        assert sorted(order) == starts                                   # the order is the whole epoch
+        assert shares[0] == order[0 : 2 * per_rank : 2] and shares[1] == order[1 : 2 * per_rank : 2]
+        missing = set(starts) - set(shares[0]) - set(shares[1])
+        assert missing == set(order[2 * per_rank:]) and len(missing) == n_windows - 2 * per_rank == 3
     assert ranks[0]["total"] == 2 * per_rank
 
 

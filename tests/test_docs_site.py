@@ -2,7 +2,9 @@
 
 Builds the site with tools/build_docs.py into a temporary folder, serves it on 127.0.0.1 and opens
 every page: no console error, the right title, a section for every documented symbol of the stage,
-every image loaded, every internal link resolving, and search finding `tiny_data_loader`.
+every image loaded, every internal link resolving, search finding `tiny_data_loader`, a
+110-character code line fitting the content column at 1400 px, and no absolute path of the machine
+that built it and no word pointing outside the book (the rules of tests/test_book.py) on any page.
 Screenshots of two pages are saved into artifacts/.
 """
 import functools
@@ -103,7 +105,7 @@ class _Links(html.parser.HTMLParser):
 
 def test_every_stage_has_a_page(site):
     pages = pages_of(site[0])
-    for stem in ("index", "env", "io", "tokenizers", "dataloader", "embeddings", "cli"):
+    for stem in ("index", "env", "io", "tokenizers", "dataloader", "embeddings", "attention", "model", "train", "cli"):
         assert f"{stem}.html" in pages, f"no page for {stem}: {sorted(pages)}"
     assert list(pages)[:3] == ["index.html", "env.html", "io.html"]  # stage order in the navigation
 
@@ -171,3 +173,31 @@ def test_screenshots(site, browser):
         path = ARTIFACTS / f"docs-{page.replace('.html', '')}.png"
         browser.save_screenshot(str(path))
         assert path.stat().st_size > 10_000
+
+
+def test_a_110_character_code_line_fits_at_1400_px(site, browser):
+    "The book's longest code line does not scroll sideways in a 1400 px wide window."
+    _, base = site
+    browser.set_window_size(1400, 900)
+    try:
+        browser.get(base + "tokenizers.html")
+        WebDriverWait(browser, 30).until(lambda d: d.execute_script("return document.readyState") == "complete")
+        scroll, client = browser.execute_script(
+            "const pre = document.createElement('pre'), code = document.createElement('code');"
+            "code.textContent = 'x'.repeat(110); pre.appendChild(code);"
+            "document.querySelector('.md-content .md-typeset').appendChild(pre);"
+            "return [code.scrollWidth, code.clientWidth];")
+        assert scroll <= client, f"a 110-character line needs {scroll} px, the code column is {client} px"
+    finally:
+        browser.set_window_size(1280, 900)
+
+
+def test_no_machine_paths_or_outside_words_on_the_site(site):
+    from test_book import OUTSIDE_WORDS, machine_paths  # tests/ is on sys.path under pytest
+    site_dir, _ = site
+    offenders = []
+    for path in sorted([*site_dir.glob("*.html"), site_dir / "search" / "search_index.json"]):
+        text = path.read_text(encoding="utf-8")
+        offenders += [f"{path.name}: …{p}…" for p in machine_paths(text)]
+        offenders += [f"{path.name}: {m[0]!r}" for m in OUTSIDE_WORDS.finditer(text)]
+    if offenders: pytest.fail(f"{len(offenders)} offender(s) on the site:\n  " + "\n  ".join(offenders), pytrace=False)

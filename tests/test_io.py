@@ -88,3 +88,24 @@ def test_a_killed_writer_leaves_no_file_under_the_final_name(tmp_path):
     assert not target.exists()
     leftovers = list(tmp_path.iterdir())
     assert all(p.name.startswith(".store.bin.") and p.name.endswith(".tmp") for p in leftovers)
+
+
+def test_the_loader_never_prints_an_absolute_path(tmp_path, monkeypatch, capsys):
+    "Notebook outputs and logs name the corpus relative to TINY_GPT_DATA or the cache, not the folders above it."
+    data, cache = tmp_path / "data", tmp_path / "cache"
+    (data / "more").mkdir(parents=True)
+    (data / VERDICT_NAME).write_bytes((DATA / VERDICT_NAME).read_bytes())
+    (data / "more" / "notes.txt").write_text("a note\n", encoding="utf-8")
+    (cache / "sub").mkdir(parents=True)
+    (cache / "sub" / "c.txt").write_text("cached\n", encoding="utf-8")
+    monkeypatch.setenv("TINY_GPT_DATA", str(data))
+    monkeypatch.setenv("TINY_GPT_CACHE", str(cache))
+    io_load_text_file()
+    io_load_text_file(data / "more" / "notes.txt")
+    io_load_text_file(cache / "sub" / "c.txt")
+    out = capsys.readouterr().out
+    assert str(tmp_path) not in out
+    assert [line for line in out.splitlines() if line.startswith("Loaded")] == [
+        "Loaded 'the-verdict.txt' successfully: 20,479 characters",
+        f"Loaded '{Path('more', 'notes.txt')}' successfully: 7 characters",
+        f"Loaded '{Path('sub', 'c.txt')}' successfully: 7 characters"]

@@ -15,12 +15,11 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
+from tiny_gpt.cli import BadInput
+from tiny_gpt.io import corpus_path
 from tiny_gpt.store import (_encoding, _next_cut, first_safe_cut, open_store, parse_shard, prepare_store,
                             shard_stem)
 
-DATA = Path(os.environ.get("TINY_GPT_DATA", "/nonexistent"))
-VERDICT, SHAKESPEARE = DATA / "the-verdict.txt", DATA / "tinyshakespeare.txt"
-needs_data = pytest.mark.skipif(not (VERDICT.is_file() and SHAKESPEARE.is_file()), reason="set TINY_GPT_DATA")
 ENC = _encoding("gpt2")
 EOT = ENC.eot_token
 
@@ -45,6 +44,12 @@ def all_cuts(data: bytes) -> list[int]:
 
 def store_ids(folder: Path, split: str = "train") -> list[int]:
     return np.concatenate(open_store(folder, split=split).shards).tolist()
+
+
+@pytest.fixture(scope="module")
+def corpora() -> tuple[Path, Path]:
+    "The Verdict and Tiny Shakespeare: missing data is an error naming the file and TINY_GPT_DATA, never a skip."
+    return corpus_path("the-verdict.txt"), corpus_path("tinyshakespeare.txt")
 
 
 # ---------------------------------------------------------------- safe cuts
@@ -96,6 +101,11 @@ def test_store_equals_whole_encoding(tmp_path_factory, documents, chunk_bytes, v
     for i, text in enumerate(documents):
         (path := folder / f"doc{i}.txt").write_bytes(text.encode())
         paths.append(path)
+    if not any(documents):  # no text at all: refused, and nothing is written
+        with pytest.raises(BadInput, match="the input holds no text"):
+            prepare_store(paths, folder / "store", workers=0, progress=False)
+        assert not (folder / "store").exists()
+        return
     out = prepare_store(paths, folder / "store", chunk_bytes=chunk_bytes, val_fraction=val_fraction, workers=0, progress=False)
     header = json.loads((out / "shard-00000-of-00001.json").read_text(encoding="utf-8"))
     read = {s: np.fromfile(out / header["splits"][s]["file"], dtype="<u2").tolist() for s in header["splits"]}
@@ -111,21 +121,21 @@ def test_store_equals_whole_encoding(tmp_path_factory, documents, chunk_bytes, v
     assert read.get("val", []) == expected_val
 
 
-@needs_data
 @pytest.mark.parametrize("executor", ["process", "thread"])
-def test_both_corpora_with_two_workers(tmp_path, executor):
-    out = prepare_store([VERDICT, SHAKESPEARE], tmp_path / "s", chunk_bytes=1 << 14, workers=2, executor=executor,
+def test_both_corpora_with_two_workers(tmp_path, corpora, executor):
+    verdict, shakespeare = corpora
+    out = prepare_store([verdict, shakespeare], tmp_path / "s", chunk_bytes=1 << 14, workers=2, executor=executor,
                         progress=False)
-    expected = encode(VERDICT.read_text(encoding="utf-8")) + [EOT] + encode(SHAKESPEARE.read_text(encoding="utf-8")) + [EOT]
+    expected = encode(verdict.read_text(encoding="utf-8")) + [EOT] + encode(shakespeare.read_text(encoding="utf-8")) + [EOT]
     assert store_ids(out) == expected
     assert open_store(out).n_tokens == 5145 + 338_025 + 2
 
 
-@needs_data
-def test_validation_tail_of_shakespeare(tmp_path):
-    out = prepare_store(SHAKESPEARE, tmp_path / "s", val_fraction=0.1, chunk_bytes=1 << 15, workers=2, progress=False)
+def test_validation_tail_of_shakespeare(tmp_path, corpora):
+    shakespeare = corpora[1]
+    out = prepare_store(shakespeare, tmp_path / "s", val_fraction=0.1, chunk_bytes=1 << 15, workers=2, progress=False)
     train, val = store_ids(out), store_ids(out, "val")
-    assert train[:-1] + val[:-1] == encode(SHAKESPEARE.read_text(encoding="utf-8"))
+    assert train[:-1] + val[:-1] == encode(shakespeare.read_text(encoding="utf-8"))
     assert 0.09 < len(val) / (len(train) + len(val)) < 0.11
 
 
@@ -152,8 +162,8 @@ def test_a_byte_order_mark_is_skipped_as_io_load_text_file_does(tmp_path, val_fr
 def test_utf16_is_refused_with_its_name(tmp_path):
     path = tmp_path / "notepad.txt"
     path.write_text("Hello", encoding="utf-16")
-    with pytest.raises(ValueError, match="is UTF-16"): prepare_store(path, tmp_path / "s", workers=0, progress=False)
-    assert not list((tmp_path / "s").glob("*.json"))
+    with pytest.raises(BadInput, match="is UTF-16"): prepare_store(path, tmp_path / "s", workers=0, progress=False)
+    assert not (tmp_path / "s").exists()  # the folder it would have created is not left behind
 
 
 def test_folder_inputs_and_empty_documents(tmp_path):
@@ -171,10 +181,42 @@ def test_folder_inputs_and_empty_documents(tmp_path):
 
 # ---------------------------------------------------------------- atomic writes
 
-def test_interrupted_run_leaves_nothing_that_looks_complete(tmp_path, monkeypatch):
+def test_an_existing_shard_is_refused_unless_overwrite(tmp_path):
+    "Today's trap: preparing into a folder that holds a store silently replaced it."
+    (tmp_path / "a.txt").write_text("first words", encoding="utf-8")
+    (tmp_path / "b.txt").write_text("other words entirely", encoding="utf-8")
+    prepare_store(tmp_path / "a.txt", tmp_path / "s", workers=0, progress=False)
+    with pytest.raises(BadInput, match="already holds shard 0/1 .*replace it with overwrite=True"):
+        prepare_store(tmp_path / "b.txt", tmp_path / "s", workers=0, progress=False)
+    assert store_ids(tmp_path / "s") == encode("first words") + [EOT]  # untouched
+    prepare_store(tmp_path / "b.txt", tmp_path / "s", workers=0, progress=False, overwrite=True)
+    assert store_ids(tmp_path / "s") == encode("other words entirely") + [EOT]
+    names = sorted(p.name for p in (tmp_path / "s").iterdir())
+    assert names == ["shard-00000-of-00001.json", "shard-00000-of-00001.run2.train.bin"]  # run 1's files are gone
+
+
+def test_overwrite_keeps_the_old_store_readable_until_the_new_one_is_complete(tmp_path, monkeypatch):
+    import tiny_gpt.store as store
+    (tmp_path / "a.txt").write_text("old " * 500, encoding="utf-8")
+    (tmp_path / "b.txt").write_text("new " * 500, encoding="utf-8")
+    prepare_store(tmp_path / "a.txt", tmp_path / "s", chunk_bytes=100, workers=0, progress=False)
+    old_ids, seen, encode_piece = store_ids(tmp_path / "s"), [], store._encode_piece
+
+    def reading_meanwhile(*args):
+        seen.append(store_ids(tmp_path / "s"))  # a reader that opens the store while the new one is written
+        return encode_piece(*args)
+
+    monkeypatch.setattr(store, "_encode_piece", reading_meanwhile)
+    store.prepare_store(tmp_path / "b.txt", tmp_path / "s", chunk_bytes=100, workers=0, progress=False, overwrite=True)
+    assert len(seen) > 3 and all(ids == old_ids for ids in seen)
+    assert store_ids(tmp_path / "s") == encode("new " * 500) + [EOT]
+
+
+def test_interrupted_overwrite_leaves_the_old_store_intact(tmp_path, monkeypatch):
     import tiny_gpt.store as store
     (tmp_path / "a.txt").write_text("word " * 2000, encoding="utf-8")
     prepare_store(tmp_path / "a.txt", tmp_path / "s", chunk_bytes=100, workers=0, progress=False)
+    before = sorted(p.name for p in (tmp_path / "s").iterdir())
     calls, encode_piece = [], store._encode_piece
 
     def failing(*args):
@@ -184,10 +226,67 @@ def test_interrupted_run_leaves_nothing_that_looks_complete(tmp_path, monkeypatc
 
     monkeypatch.setattr(store, "_encode_piece", failing)
     with pytest.raises(KeyboardInterrupt):
-        store.prepare_store(tmp_path / "a.txt", tmp_path / "s", chunk_bytes=100, workers=0, progress=False)
-    names = sorted(p.name for p in (tmp_path / "s").iterdir())
-    assert names == ["shard-00000-of-00001.train.bin"]  # the old tokens, but no header: the shard is absent
-    with pytest.raises(FileNotFoundError, match="holds no token store header"): open_store(tmp_path / "s")
+        store.prepare_store(tmp_path / "a.txt", tmp_path / "s", chunk_bytes=100, workers=0, progress=False,
+                            overwrite=True)
+    assert sorted(p.name for p in (tmp_path / "s").iterdir()) == before  # no new file, no temporary file
+    assert store_ids(tmp_path / "s") == encode("word " * 2000) + [EOT]
+
+
+@pytest.mark.parametrize("content", [b"\xff\xfeH\x00i\x00", b"\x00\x01binary\xff\xfe\xfd" * 50, b"caf\xe9 au lait"],
+                         ids=["utf-16", "binary", "latin-1"])
+def test_a_failed_prepare_leaves_no_folder_behind(tmp_path, content):
+    "Today's trap: a failed prepare left an empty --out folder (and its parents) behind."
+    (tmp_path / "in.txt").write_bytes(content)
+    with pytest.raises(BadInput):
+        prepare_store(tmp_path / "in.txt", tmp_path / "new" / "store", chunk_bytes=8, workers=0, progress=False)
+    assert not (tmp_path / "new").exists()
+
+
+def test_a_failed_shard_keeps_what_other_runs_wrote(tmp_path, three_docs):
+    "Another machine's shard in the same new folder stays when this one fails."
+    paths, _ = three_docs
+    prepare_store(paths, tmp_path / "s", shard="0/2", progress=False)
+    paths[1].write_bytes(b"caf\xe9")  # document 1 belongs to shard 1
+    with pytest.raises(BadInput, match="is not valid UTF-8"): prepare_store(paths, tmp_path / "s", shard="1/2", progress=False)
+    assert sorted(p.name for p in (tmp_path / "s").iterdir()) == ["shard-00000-of-00002.json",
+                                                                 "shard-00000-of-00002.run1.train.bin"]
+
+
+def test_mixed_splittings_are_refused_when_preparing(tmp_path, three_docs):
+    "Today's trap: --shard 0/2 into a folder of 0/1 was accepted and failed only when loading."
+    paths, _ = three_docs
+    prepare_store(paths, tmp_path / "s", progress=False)
+    for overwrite in (False, True):
+        with pytest.raises(BadInput, match="holds a store in 1 shard.*shard 0/2 would mix two splittings"):
+            prepare_store(paths, tmp_path / "s", shard="0/2", progress=False, overwrite=overwrite)
+    assert open_store(tmp_path / "s").header["n_shards"] == 1
+
+
+def test_an_input_without_text_is_refused(tmp_path):
+    "Today's trap: empty inputs made a store that failed only when loading."
+    (tmp_path / "empty.txt").write_bytes(b"")
+    (tmp_path / "bom.txt").write_bytes(b"\xef\xbb\xbf")
+    with pytest.raises(BadInput, match="the input holds no text: its 2 document"):
+        prepare_store([tmp_path / "empty.txt", tmp_path / "bom.txt"], tmp_path / "s", progress=False)
+    assert not (tmp_path / "s").exists()
+
+
+def test_out_naming_a_file_is_refused_clearly(tmp_path):
+    "Today's trap: `[Errno 17] File exists`."
+    (tmp_path / "a.txt").write_text("words", encoding="utf-8")
+    with pytest.raises(BadInput, match="a.txt' is a file; a token store is a folder"):
+        prepare_store(tmp_path / "a.txt", tmp_path / "a.txt", progress=False)
+    assert (tmp_path / "a.txt").read_text(encoding="utf-8") == "words"
+
+
+def test_gpt2_pattern_is_not_written_out_again():
+    "The store's cut rules use tiny_gpt.tokenizers' GPT-2 pattern and tiktoken's, not a copy of its own."
+    from tiktoken_ext.openai_public import r50k_pat_str
+    import tiny_gpt.store as store
+    from tiny_gpt.tokenizers import GPT2_PATTERN
+    assert store._CUTTABLE_PATTERNS == {GPT2_PATTERN, r50k_pat_str}
+    source = Path(store.__file__).read_text(encoding="utf-8")
+    assert r"\p{L}" not in source  # no regex of GPT-2's pre-tokenizer spelled out in the module
 
 
 def test_a_source_that_changes_during_the_run_is_refused(tmp_path, monkeypatch):
@@ -248,10 +347,14 @@ def test_sharded_store_equals_its_documents_prepared_alone(tmp_path, n_shards, v
         prepare_store(paths[k::n_shards], tmp_path / f"alone{k}", val_fraction=val_fraction, progress=False)
     prepare_store(paths, tmp_path / "whole", val_fraction=val_fraction, chunk_bytes=16, workers=0, progress=False)
     splits = ["train", "val"] if val_fraction else ["train"]
+    def token_file(folder: Path, stem: str, split: str) -> bytes:
+        header = json.loads((folder / f"{stem}.json").read_text(encoding="utf-8"))
+        return (folder / header["splits"][split]["file"]).read_bytes()
+
     for k in range(n_shards):
         for split in splits:
-            assert ((tmp_path / "sharded" / f"{shard_stem(k, n_shards)}.{split}.bin").read_bytes()
-                    == (tmp_path / f"alone{k}" / f"{shard_stem(0, 1)}.{split}.bin").read_bytes())
+            assert (token_file(tmp_path / "sharded", shard_stem(k, n_shards), split)
+                    == token_file(tmp_path / f"alone{k}", shard_stem(0, 1), split))
 
     def runs(folder: Path, split: str) -> dict[str, list[int]]:
         "Each document's ids (with its <|endoftext|>) in `split`, by source path."
@@ -314,12 +417,12 @@ def _edit_header(folder: Path, **changes):
 
 
 @pytest.mark.parametrize("damage, error, match", [
-    (lambda d: (d / "shard-00000-of-00001.train.bin").unlink(), FileNotFoundError, r"train.bin' is missing .*prepare shard 0/1 again"),
+    (lambda d: (d / "shard-00000-of-00001.run1.train.bin").unlink(), FileNotFoundError, r"train.bin' is missing .*prepare shard 0/1 again"),
     (lambda d: (d / "shard-00000-of-00001.json").write_text("{", encoding="utf-8"), ValueError, "is not a valid store header"),
     (lambda d: _edit_header(d, version=99), ValueError, "is not a version-1 tiny_gpt.token_store header"),
     (lambda d: _edit_header(d, dtype="uint32"), ValueError, "the file is truncated or has the wrong dtype"),
     (lambda d: _edit_header(d, dtype="uint8"), ValueError, "declares dtype 'uint8', which cannot hold 50257 token ids"),
-    (lambda d: (d / "shard-00000-of-00001.train.bin").write_bytes(b"\0" * 10), ValueError, "has 10 bytes but its header promises"),
+    (lambda d: (d / "shard-00000-of-00001.run1.train.bin").write_bytes(b"\0" * 10), ValueError, "has 10 bytes but its header promises"),
     (lambda d: (d / "shard-00000-of-00001.json").unlink(), FileNotFoundError, "holds no token store header"),
 ])
 def test_damaged_store_errors(verdict_store, damage, error, match):
@@ -328,7 +431,7 @@ def test_damaged_store_errors(verdict_store, damage, error, match):
 
 
 def test_checksum_is_verified_unless_skipped(verdict_store):
-    file = verdict_store / "shard-00000-of-00001.train.bin"
+    file = verdict_store / "shard-00000-of-00001.run1.train.bin"
     data = bytearray(file.read_bytes()); data[-3] ^= 0xFF
     file.write_bytes(bytes(data))
     with pytest.raises(ValueError, match="is corrupted: the SHA-256 of its tokens"): open_store(verdict_store)
@@ -360,8 +463,7 @@ def test_store_pickles_small_and_reopens_in_a_spawned_process(verdict_store):
     assert [s.tolist() for s in shards] == [s.tolist() for s in store.shards]
 
 
-@needs_data
-def test_prepare_with_spawned_workers(tmp_path):
+def test_prepare_with_spawned_workers(tmp_path, corpora):
     "What Windows and macOS do: worker processes started with spawn rebuild the encoding offline."
     code = ("import multiprocessing as mp, sys\n"
             "from tiny_gpt.store import prepare_store\n"
@@ -371,8 +473,8 @@ def test_prepare_with_spawned_workers(tmp_path):
     script = tmp_path / "run.py"
     script.write_text(code, encoding="utf-8")
     env = os.environ | {"TIKTOKEN_CACHE_DIR": str(tmp_path / "no-cache"), "HTTPS_PROXY": "http://127.0.0.1:9"}
-    subprocess.run([sys.executable, str(script), str(SHAKESPEARE), str(tmp_path / "s")], check=True, env=env, timeout=120)
-    assert store_ids(tmp_path / "s") == encode(SHAKESPEARE.read_text(encoding="utf-8")) + [EOT]
+    subprocess.run([sys.executable, str(script), str(corpora[1]), str(tmp_path / "s")], check=True, env=env, timeout=120)
+    assert store_ids(tmp_path / "s") == encode(corpora[1].read_text(encoding="utf-8")) + [EOT]
 
 
 # ---------------------------------------------------------------- command line

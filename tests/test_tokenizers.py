@@ -12,7 +12,8 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 import tiny_gpt.tokenizers as tk
-from tiny_gpt.tokenizers import ENDOFTEXT, UNK, RegexTokenizer, TikTokenizer, regex_split, show_tokens
+from tiny_gpt.tokenizers import (ENDOFTEXT, GPT2_PATTERN, GPT2_PATTERN_PUBLISHED, UNK, RegexTokenizer, TikTokenizer,
+                                 regex_split, show_tokens)
 
 GPT2 = TikTokenizer("gpt2", {ENDOFTEXT})
 PLAIN = TikTokenizer("gpt2")
@@ -73,6 +74,23 @@ def test_registered_special_tokens_are_one_token_even_when_glued(tokens, sep):
     ids = rt.encode(sep.join(tokens))
     for special in ("[BOS]", "[PAD]", "<s x>"):
         assert ids.count(vocab[special]) == tokens.count(special)
+
+
+# --- GPT-2's split pattern ------------------------------------------------------------------------------
+
+def test_gpt2_pattern_is_tiktokens_own():
+    "The one definition other modules import is the pattern tiktoken's own GPT-2 (r50k) encodings use."
+    from tiktoken_ext.openai_public import r50k_pat_str
+    assert GPT2_PATTERN == r50k_pat_str
+    assert tk.gpt2_encoding()._pat_str == r50k_pat_str
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(any_text, st.sampled_from(["'s", "'ll", " 'd", "  ", "\n\n", " \t", "12", " x", "!!", "é"])),
+                max_size=12).map("".join))
+def test_both_spellings_of_gpt2_pattern_cut_text_alike(text):
+    import regex
+    assert regex.findall(GPT2_PATTERN, text) == regex.findall(GPT2_PATTERN_PUBLISHED, text)
 
 
 # --- show_tokens -------------------------------------------------------------------------------------------
@@ -151,7 +169,7 @@ def test_encode_refuses_non_text(tok, bad):
 
 @pytest.mark.parametrize("tok", [PLAIN, RT], ids=["tiktoken", "regex"])
 def test_decode_accepts_arrays_tensors_tuples_and_generators(tok):
-    torch = pytest.importorskip("torch")
+    import torch
     ids = tok.encode("I thought it a cheap genius.")
     want = tok.decode(ids)
     for form in (tuple(ids), (i for i in ids), np.array(ids), np.array(ids, dtype=np.int32), torch.tensor(ids),
@@ -207,7 +225,9 @@ def test_regex_tokenizer_edge_cases():
     overlap = RegexTokenizer("x", special_tokens=("<|a|>", "<|a|>b", UNK))  # the longest special wins
     assert overlap.tokenize("<|a|>b<|a|>") == ["<|a|>b", "<|a|>"]
     rebuilt = RegexTokenizer("b a")
-    assert rebuilt.encode("a") == [0] and rebuilt.create_vocabulary() == rebuilt.create_vocabulary()
+    assert rebuilt.encode("a") == [0]  # built on first use...
+    assert rebuilt.create_vocabulary() == {"a": 0, "b": 1, ENDOFTEXT: 2, UNK: 3}  # ...and the same when rebuilt
+    assert rebuilt.decode([1, 0, 3]) == "b a <|unk|>"
     assert "not built yet" in repr(RegexTokenizer("a")) and "4 tokens" in repr(rebuilt)
 
 

@@ -5,14 +5,17 @@
 # %% ../nbs/02a_bpe.ipynb #ae2d19ee
 from __future__ import annotations
 
+import codecs
 import functools
 import heapq
 import json
 import multiprocessing
 import os
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Iterator, Set
+from collections.abc import Iterable, Iterator, Mapping, Set
+from itertools import islice
 from pathlib import Path
+from types import MappingProxyType
 from typing import Literal
 import warnings
 
@@ -21,219 +24,25 @@ from fastcore.basics import patch
 from tqdm.auto import tqdm
 
 from .io import atomic_write
-from .tokenizers import ENDOFTEXT, GPT2_PATTERN, gpt2_bpe_files
+from .tokenizers import ENDOFTEXT, GPT2_PATTERN, _id_list, gpt2_bpe_files
 
 # %% auto #0
-__all__ = ['NEWER_LETTERS', 'NEWER_NUMBERS', 'LETTER', 'NUMBER', 'NEWER', 'GPT2_SPLIT', 'GPT4_SPLIT', 'GPT4_PATTERN', 'PATTERNS',
-           'FORMAT', 'VERSION', 'pretokenize', 'merge_bytes', 'BPETokenizer', 'bytes_to_unicode', 'load_gpt2_ranks',
-           'count_pairs', 'merge_word', 'count_pretokens']
-
-# %% ../nbs/02a_bpe.ipynb #0cbab2d8
-# Letters and numbers that Unicode 17.0 and 18.0 added. Python's `regex` (Unicode 18.0 tables) knows
-# them; tiktoken's Rust engine (Unicode 16.0 tables) does not: for it they are unassigned code points.
-NEWER_LETTERS = (
-    r"\u0558\u058b-\u058c\u088f\u0c5c\u0cdc\u208f\u209d-\u209f\ua7ce-\ua7cf\ua7d2\ua7d4"
-    r"\ua7dd\ua7e2\ua7f1\uab6c-\uab6d\U000107bb-\U000107bf\U00010940-\U00010959"
-    r"\U00010ec5-\U00010ec7\U00010ed9-\U00010eee\U00011b0a\U00011db0-\U00011ddb\U00011df1"
-    r"\U00016ea0-\U00016eb8\U00016ebb-\U00016ed3\U00016ff2-\U00016ff3\U000187f8-\U000187ff"
-    r"\U00018cd6-\U00018cda\U00018d09-\U00018d20\U00018d80-\U00018df2\U00018e00-\U00019191"
-    r"\U000191a0-\U000191d2\U0001b123-\U0001b128\U0001b168\U0001d6a6\U0001df1f-\U0001df24"
-    r"\U0001df2b-\U0001df81\U0001df90-\U0001df96\U0001dfcd-\U0001dfff\U0001e6c0-\U0001e6de"
-    r"\U0001e6e0-\U0001e6e2\U0001e6e4-\U0001e6e5\U0001e6e7-\U0001e6ed\U0001e6f0-\U0001e6f4"
-    r"\U0001e6fe-\U0001e6ff\U0002b73a-\U0002b73f\U0002b81e\U0002cea2-\U0002cead"
-    r"\U000323b0-\U00033479\U0003d000-\U0003fc3f")
-NEWER_NUMBERS = r"\U00011de0-\U00011de9\U0001246f\U00012475-\U0001247f\U00012550-\U00012686\U00016ff4-\U00016ff6"
-
-LETTER = rf"[^\P{{L}}{NEWER_LETTERS}]"  # a letter of Unicode 16.0: tiktoken's \p{L}
-NUMBER = rf"[^\P{{N}}{NEWER_NUMBERS}]"  # a number of Unicode 16.0: tiktoken's \p{N}
-NEWER = f"[{NEWER_LETTERS}{NEWER_NUMBERS}]"  # for tiktoken, neither letter nor number
-
-def _gpt2_pattern(letter: str, number: str, other: str) -> str:
-    "GPT-2's split pattern, written with the given letter, number and 'other' classes."
-    return rf"'(?:[sdmt]|ll|ve|re)| ?{letter}++| ?{number}++| ?{other}++|\s++$|\s+(?!\S)|\s"
-
-def _gpt4_pattern(letter: str, number: str, other: str, not_crlf_letter_number: str) -> str:
-    "GPT-4's (cl100k) split pattern, written with the given classes."
-    return (rf"'(?i:[sdmt]|ll|ve|re)|{not_crlf_letter_number}?+{letter}++|{number}{{1,3}}+| ?{other}++[\r\n]*+|"
-            rf"\s++$|\s*[\r\n]|\s+(?!\S)|\s")
-
-GPT2_SPLIT = _gpt2_pattern(LETTER, NUMBER, rf"(?:[^\s\p{{L}}\p{{N}}]|{NEWER})")
-GPT4_SPLIT = _gpt4_pattern(LETTER, NUMBER, rf"(?:[^\s\p{{L}}\p{{N}}]|{NEWER})", rf"(?:[^\r\n\p{{L}}\p{{N}}]|{NEWER})")
-GPT4_PATTERN = _gpt4_pattern(r"\p{L}", r"\p{N}", r"[^\s\p{L}\p{N}]", r"[^\r\n\p{L}\p{N}]")  # tiktoken's string
-PATTERNS = {"gpt2": GPT2_SPLIT, "gpt4": GPT4_SPLIT,  # named split patterns, exactly as tiktoken splits
-            GPT2_PATTERN: GPT2_SPLIT, GPT4_PATTERN: GPT4_SPLIT}  # tiktoken's own strings name them too
-_PLAIN_TWIN = {GPT2_SPLIT: _gpt2_pattern(r"\p{L}", r"\p{N}", r"[^\s\p{L}\p{N}]"), GPT4_SPLIT: GPT4_PATTERN}
-_NEWER = regex.compile(NEWER)
-
-if not regex.match(r"\p{L}", "\U000105c0"):  # TODHRI LETTER A, new in Unicode 16.0
-    warnings.warn("the installed `regex` module has Unicode tables older than 16.0, so GPT-2's pre-tokenizer will differ "
-                  "from tiktoken's on the newest letters: pip install -U regex")
+__all__ = ['GPT4_PATTERN', 'PATTERNS', 'FORMAT', 'VERSION', 'LETTER', 'NUMBER', 'NEWER', 'GPT2_SPLIT', 'GPT4_SPLIT',
+           'pretokenize', 'count_pairs', 'merge_word', 'learn_merges_plain', 'count_pretokens', 'merge_bytes',
+           'BPETokenizer', 'bytes_to_unicode', 'unicode_to_bytes', 'load_gpt2_ranks', 'merge_bytes_heap']
 
 # %% ../nbs/02a_bpe.ipynb #52e08599
-@functools.lru_cache(maxsize=None)
-def _compile_split(pattern: str) -> tuple[regex.Pattern, regex.Pattern]:
-    "`pattern` compiled, and its faster twin for text without newer code points (itself if it has none)."
-    return regex.compile(pattern), regex.compile(_PLAIN_TWIN.get(pattern, pattern))
+GPT4_PATTERN = (r"'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3}+| ?[^\s\p{L}\p{N}]++[\r\n]*+|"
+                r"\s++$|\s*[\r\n]|\s+(?!\S)|\s")  # GPT-4's (cl100k) split pattern, as tiktoken writes it
+PATTERNS = {"gpt2": GPT2_PATTERN, "gpt4": GPT4_PATTERN}  # split patterns by name
 
-def _splitter(text: str, pattern: str) -> regex.Pattern:
-    "The compiled `pattern` to cut `text` with: the plain twin when `text` holds no newer code point."
-    exact, plain = _compile_split(pattern)
-    return plain if text.isascii() or not _NEWER.search("".join(set(text))) else exact
 
 def pretokenize(
-    text: str,                   # text without special tokens
-    pattern: str = GPT2_SPLIT,   # the split regex, or "gpt2"/"gpt4"
+    text: str,              # text without special tokens
+    pattern: str = "gpt2",  # the split regex, or a name in `PATTERNS`
 ) -> list[str]:
     "Cut `text` into the pre-tokens BPE merges within."
-    return _splitter(text, PATTERNS.get(pattern, pattern)).findall(text)
-
-# %% ../nbs/02a_bpe.ipynb #b66bc062
-def merge_bytes(
-    piece: bytes,             # one pre-token, as UTF-8 bytes
-    ranks: dict[bytes, int],  # token bytes -> rank (= id)
-) -> list[bytes]:
-    "Split `piece` into tokens: repeatedly join the adjacent pair whose join has the lowest rank."
-    parts = [piece[i : i + 1] for i in range(len(piece))]
-    while len(parts) > 1:
-        best, best_rank = -1, None
-        for i in range(len(parts) - 1):
-            rank = ranks.get(parts[i] + parts[i + 1])
-            if rank is not None and (best_rank is None or rank < best_rank): best, best_rank = i, rank
-        if best < 0: break
-        parts[best : best + 2] = [parts[best] + parts[best + 1]]
-    return parts
-
-# %% ../nbs/02a_bpe.ipynb #29d75451
-class BPETokenizer:
-    "Byte-level BPE in plain Python, with `TikTokenizer`'s interface."
-    def __init__(self,
-                 ranks: dict[bytes, int],          # token bytes -> id; all 256 single bytes included
-                 special_tokens: dict[str, int] = {},  # special token text -> id (ids above the ranks)
-                 pattern: str = "gpt2",            # pre-tokenization regex, or "gpt2"/"gpt4"
-                 name: str = "bpe",                # a name for messages and saved files
-                 allowed_special: Set[str] | Literal["all"] = frozenset(),  # specials `encode` may produce
-                ):
-        missing = [b for b in range(256) if bytes([b]) not in ranks]
-        if missing: raise ValueError(f"ranks must contain all 256 single bytes; missing {len(missing)}, e.g. {missing[:3]}")
-        self.ranks, self.name, self.pattern = dict(ranks), name, PATTERNS.get(pattern, pattern)
-        self.special_tokens = dict(special_tokens)
-        if clash := set(self.special_tokens.values()) & set(self.ranks.values()):
-            raise ValueError(f"special token ids {sorted(clash)} are already ids of ordinary tokens")
-        self.vocab = {i: t for t, i in self.ranks.items()} | {i: s.encode() for s, i in self.special_tokens.items()}
-        self.allowed_special = "all" if allowed_special == "all" else frozenset(allowed_special)
-        if self.allowed_special != "all" and (unknown := self.allowed_special - set(self.special_tokens)):
-            raise ValueError(f"allowed_special has tokens {sorted(unknown)} that this tokenizer does not have")
-        self._cache = {}  # pre-token -> ids
-
-    @property
-    def eot_token(self) -> int | None:
-        "The id of `<|endoftext|>`, if the tokenizer has it."
-        return self.special_tokens.get(ENDOFTEXT)
-
-    def get_n_vocab_tokens(self) -> int:
-        "How many token ids exist: the number of rows an embedding table needs."
-        return max(self.vocab) + 1
-
-    def __repr__(self):
-        return f"BPETokenizer({self.name!r}: {len(self.ranks):,} tokens + {len(self.special_tokens)} special)"
-
-# %% ../nbs/02a_bpe.ipynb #003eb306
-@patch
-def _encode_piece(self: BPETokenizer, piece: str) -> list[int]:
-    "Ids of one pre-token, through the cache."
-    ids = self._cache.get(piece)
-    if ids is None:
-        ids = self._cache[piece] = [self.ranks[p] for p in merge_bytes(piece.encode("utf-8"), self.ranks)]
-    return ids
-
-@patch
-def _encode_pieces(self: BPETokenizer, text: str) -> list[int]:
-    "Ids of `text`, pre-token by pre-token."
-    ids, cache = [], self._cache
-    for piece in _splitter(text, self.pattern).findall(text):
-        piece_ids = cache.get(piece)
-        ids += piece_ids if piece_ids is not None else self._encode_piece(piece)
-    return ids
-
-@patch
-def encode_ordinary(self: BPETokenizer,
-                    text: str,  # text; special-token text is encoded as ordinary text
-                   ) -> list[int]:
-    "Token ids of `text`, ignoring special tokens."
-    try: return self._encode_pieces(text)
-    except UnicodeEncodeError:  # lone surrogates have no UTF-8: like tiktoken, read the text as UTF-16, � for them
-        return self._encode_pieces(text.encode("utf-16", "surrogatepass").decode("utf-16", "replace"))
-
-# %% ../nbs/02a_bpe.ipynb #c35c5cf6
-@patch
-def _special_regex(self: BPETokenizer, names: Iterable[str]) -> regex.Pattern | None:
-    "A regex matching any of the special tokens `names`, longest first."
-    names = sorted(names, key=len, reverse=True)
-    return regex.compile("|".join(regex.escape(n) for n in names)) if names else None
-
-@patch
-def encode(self: BPETokenizer,
-           text: str,  # text to encode
-          ) -> list[int]:
-    "Token ids of `text`; special-token text must be in `allowed_special`."
-    if not isinstance(text, str): raise TypeError(f"text must be a str, got {type(text).__name__}")
-    allowed = set(self.special_tokens) if self.allowed_special == "all" else self.allowed_special
-    disallowed = self._special_regex(set(self.special_tokens) - allowed)
-    if disallowed and (m := disallowed.search(text)):
-        raise ValueError(f"the text contains {m[0]!r}, a special token this tokenizer does not allow; pass "
-                         f"allowed_special={{{m[0]!r}}} to encode it as the special token, or remove it")
-    special = self._special_regex(allowed)
-    if special is None: return self.encode_ordinary(text)
-    ids, start = [], 0
-    for m in special.finditer(text):
-        ids += self.encode_ordinary(text[start : m.start()]) + [self.special_tokens[m[0]]]
-        start = m.end()
-    return ids + self.encode_ordinary(text[start:])
-
-@patch
-def count_tokens(self: BPETokenizer, text: str) -> int:
-    "How many tokens `text` encodes to."
-    return len(self.encode(text))
-
-# %% ../nbs/02a_bpe.ipynb #5849b16b
-@patch
-def decode_bytes(self: BPETokenizer, ids: Iterable[int]) -> bytes:
-    "The bytes of `ids` joined."
-    ids = ids.tolist() if hasattr(ids, "tolist") else ids
-    try: return b"".join(self.vocab[i] for i in ids)
-    except (KeyError, TypeError) as e:
-        raise ValueError(f"cannot decode {e.args[0] if e.args else ''!r}: not an id of this tokenizer "
-                         f"(ids are integers in [0, {self.get_n_vocab_tokens()}))") from None
-
-@patch
-def decode(self: BPETokenizer, ids: Iterable[int]) -> str:
-    "The text of `ids` (bytes that are not valid UTF-8 become �, as in tiktoken)."
-    return self.decode_bytes(ids).decode("utf-8", errors="replace")
-
-# %% ../nbs/02a_bpe.ipynb #2b2c8b69
-def bytes_to_unicode() -> dict[int, str]:
-    "GPT-2's table from each byte to a printable character (printable bytes map to themselves)."
-    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
-    table, extra = {}, 0
-    for b in range(256):
-        if b in printable: table[b] = chr(b)
-        else: table[b], extra = chr(256 + extra), extra + 1
-    return table
-
-# %% ../nbs/02a_bpe.ipynb #7a1d0581
-def load_gpt2_ranks() -> dict[bytes, int]:
-    "GPT-2's tokens as bytes -> id, from the verified `encoder.json`."
-    _, encoder_json = gpt2_bpe_files()
-    to_byte = {c: b for b, c in bytes_to_unicode().items()}
-    encoder = json.loads(encoder_json.read_text(encoding="utf-8"))
-    return {bytes(to_byte[c] for c in token): i for token, i in encoder.items() if token != ENDOFTEXT}
-
-@patch(cls_method=True)
-def gpt2(cls: BPETokenizer,
-         allowed_special: Set[str] | Literal["all"] = frozenset(),  # special tokens `encode` may produce
-        ) -> BPETokenizer:
-    "GPT-2's tokenizer in plain Python: the same ids as tiktoken's 'gpt2'."
-    return cls(load_gpt2_ranks(), {ENDOFTEXT: 50256}, "gpt2", "gpt2", allowed_special)
+    return _splitter(text, pattern).findall(text)
 
 # %% ../nbs/02a_bpe.ipynb #cfbbdb55
 def count_pairs(words: dict[tuple[int, ...], int]) -> Counter:
@@ -243,6 +52,7 @@ def count_pairs(words: dict[tuple[int, ...], int]) -> Counter:
         for pair in zip(word, word[1:]): pairs[pair] += freq
     return pairs
 
+# %% ../nbs/02a_bpe.ipynb #cfd5a83b
 def merge_word(word: tuple[int, ...], pair: tuple[int, int], new_id: int) -> tuple[int, ...]:
     "`word` with every occurrence of `pair` replaced by `new_id`, left to right."
     out, i = [], 0
@@ -250,6 +60,74 @@ def merge_word(word: tuple[int, ...], pair: tuple[int, int], new_id: int) -> tup
         if i + 1 < len(word) and (word[i], word[i + 1]) == pair: out.append(new_id); i += 2
         else: out.append(word[i]); i += 1
     return tuple(out)
+
+# %% ../nbs/02a_bpe.ipynb #770d797f
+def learn_merges_plain(
+    words: dict[tuple[int, ...], int],  # pre-tokens as byte tuples -> frequency
+    n_merges: int,                      # how many tokens to learn
+) -> list[tuple[int, int]]:
+    "BPE's merges by the definition: recount every pair, merge the most frequent (the smallest on ties)."
+    merges = []
+    for new_id in range(256, 256 + n_merges):
+        pairs = count_pairs(words)
+        if not pairs: break  # every word is a single token
+        best = max(pairs.items(), key=lambda kv: (kv[1], (-kv[0][0], -kv[0][1])))[0]
+        merges.append(best)
+        words = Counter({merge_word(w, best, new_id): f for w, f in words.items()})
+    return merges
+
+# %% ../nbs/02a_bpe.ipynb #9a056c76
+def _count_word_pairs(words: list[str], freqs: list[int]) -> tuple[defaultdict, defaultdict]:
+    "`counts[pair]` and `where[pair]` (the words holding it) over `words`, strings of token ids."
+    counts, where = defaultdict(int), defaultdict(list)
+    for w, (word, f) in enumerate(zip(words, freqs)):
+        for i in range(len(word) - 1):
+            pair = word[i : i + 2]
+            counts[pair] += f; where[pair].append(w)
+    return counts, where
+
+# %% ../nbs/02a_bpe.ipynb #8be34e66
+def _merge_in_word(words: list[str], w: int, f: int, pair: str, new: str,
+                   counts: defaultdict, where: defaultdict, born: set) -> None:
+    "Merge `pair` into `new` in word `w` (frequency `f`); adjust the counts of the pairs around each `new`."
+    a, b = pair
+    words[w] = word = words[w].replace(pair, new)
+    j = word.find(new)
+    while j >= 0:
+        gone = []
+        if j > 0:
+            x = word[j - 1]
+            gone.append((b if x == new else x) + a)
+            p = x + new; counts[p] += f; where[p].append(w); born.add(p)
+        if j + 1 < len(word) and (y := word[j + 1]) != new:
+            gone.append(b + y)
+            p = new + y; counts[p] += f; where[p].append(w); born.add(p)
+        for p in gone:
+            if left := counts[p] - f: counts[p] = left
+            else: del counts[p]; where.pop(p, None)  # no word holds it any more: forget it
+        j = word.find(new, j + 1)
+
+# %% ../nbs/02a_bpe.ipynb #765249dd
+def _learn_merges(words: list[str], freqs: list[int], n_merges: int, progress: bool) -> list[tuple[int, int]]:
+    "The `n_merges` most frequent pairs of `words` (strings of token ids), merged one after another."
+    counts, where = _count_word_pairs(words, freqs)
+    heap = [(-n, pair) for pair, n in counts.items()]
+    heapq.heapify(heap)
+    merges = []
+    for new_id in tqdm(range(256, 256 + n_merges), desc="merges", disable=not progress, leave=False):
+        while heap and -heap[0][0] != (n := counts.get(heap[0][1], 0)):  # stale: fell since pushed
+            if n: heapq.heapreplace(heap, (-n, heap[0][1]))
+            else: heapq.heappop(heap)
+        if not heap: break  # every word is a single token
+        pair = heapq.heappop(heap)[1]
+        merges.append((ord(pair[0]), ord(pair[1])))
+        born = set()
+        for w in dict.fromkeys(where.pop(pair)):  # each word once
+            if pair in words[w]:  # else it lost the pair in an earlier merge
+                _merge_in_word(words, w, freqs[w], pair, chr(new_id), counts, where, born)
+        counts.pop(pair, None)
+        for p in born: heapq.heappush(heap, (-counts[p], p))
+    return merges
 
 # %% ../nbs/02a_bpe.ipynb #9ce4afca
 _SAFE_CUT = regex.compile(r"(?r)\S\n(?=\S)")  # the last newline with a non-space on both sides
@@ -262,7 +140,7 @@ def _cut(block: str) -> int:
 
 def _file_chunks(path: Path, chunk_chars: int = 1 << 20) -> Iterator[str]:
     "Pieces of a UTF-8 file, cut only where no pre-token can span the cut, read one block at a time."
-    with open(path, encoding="utf-8-sig", newline="") as f:  # a leading byte-order mark is not text (as in io)
+    with open(path, encoding="utf-8-sig", newline="") as f:  # a leading byte-order mark is not text
         rest = ""
         while block := f.read(chunk_chars):
             block = rest + block
@@ -271,6 +149,7 @@ def _file_chunks(path: Path, chunk_chars: int = 1 << 20) -> Iterator[str]:
             rest = block[cut:]
         if rest: yield rest
 
+# %% ../nbs/02a_bpe.ipynb #da31b82d
 def _text_chunks(text: str, chunk_chars: int = 1 << 20) -> Iterator[str]:
     "Pieces of `text`, cut only where no pre-token can span the cut."
     start = 0
@@ -290,9 +169,9 @@ def _count_chunk(args: tuple[str, str]) -> Counter:
 
 # %% ../nbs/02a_bpe.ipynb #abf80fc0
 def count_pretokens(
-    sources: str | os.PathLike | Iterable[str | os.PathLike],  # text (a str), a file (a Path), or a list of files
-    pattern: str = GPT2_SPLIT,    # the split regex, or "gpt2"/"gpt4"
-    workers: int = 1,             # processes counting chunks in parallel
+    sources: str | os.PathLike | Iterable[str | os.PathLike],  # text (a str), a file (a Path), or files
+    pattern: str = "gpt2",  # the split regex, or a name in `PATTERNS`
+    workers: int = 1,       # processes counting chunks in parallel
 ) -> Counter:
     "Every distinct pre-token of `sources` with its frequency, read chunk by chunk."
     if isinstance(sources, str): chunks = _text_chunks(sources)
@@ -310,66 +189,175 @@ def count_pretokens(
         for counts in pool.imap_unordered(_count_chunk, jobs, chunksize=1): total.update(counts)
     return total
 
-# %% ../nbs/02a_bpe.ipynb #9a056c76
-def _count_word_pairs(words: list[str], freqs: list[int]) -> tuple[defaultdict, defaultdict]:
-    "`counts[pair]` and `where[pair]` (the words holding it) over `words`, strings of token ids."
-    counts, where = defaultdict(int), defaultdict(list)
-    for w, (word, f) in enumerate(zip(words, freqs)):
-        for i in range(len(word) - 1):
-            pair = word[i : i + 2]
-            counts[pair] += f; where[pair].append(w)
-    return counts, where
+# %% ../nbs/02a_bpe.ipynb #b66bc062
+def merge_bytes(
+    piece: bytes,             # one pre-token, as UTF-8 bytes
+    ranks: dict[bytes, int],  # token bytes -> rank (= id)
+) -> list[bytes]:
+    "Split `piece` into tokens: repeatedly join the adjacent pair whose join has the lowest rank."
+    parts = [piece[i : i + 1] for i in range(len(piece))]
+    while len(parts) > 1:
+        best, best_rank = -1, None
+        for i in range(len(parts) - 1):
+            rank = ranks.get(parts[i] + parts[i + 1])
+            if rank is not None and (best_rank is None or rank < best_rank): best, best_rank = i, rank
+        if best < 0: break
+        parts[best : best + 2] = [parts[best] + parts[best + 1]]
+    return parts
 
-# %% ../nbs/02a_bpe.ipynb #765249dd
-def _learn_merges(words: list[str], freqs: list[int], n_merges: int, progress: bool) -> list[tuple[int, int]]:
-    "The `n_merges` most frequent pairs of `words` (strings of token ids), merged one after another."
-    counts, where = _count_word_pairs(words, freqs)
-    heap = [(-n, pair) for pair, n in counts.items()]
-    heapq.heapify(heap)
-    merges = []
-    for new_id in tqdm(range(256, 256 + n_merges), desc="merges", disable=not progress, leave=False):
-        while heap and -heap[0][0] != (n := counts.get(heap[0][1], 0)):  # stale: fell since pushed
-            if n: heapq.heapreplace(heap, (-n, heap[0][1]))
-            else: heapq.heappop(heap)
-        if not heap: break  # every word is a single token
-        pair = heapq.heappop(heap)[1]
-        a, b, new = pair[0], pair[1], chr(new_id)
-        merges.append((ord(a), ord(b)))
-        born = set()
-        for w in dict.fromkeys(where.pop(pair)):  # each word once
-            if pair not in words[w]: continue  # it lost the pair in an earlier merge
-            words[w] = word = words[w].replace(pair, new)
-            f, j = freqs[w], word.find(new)
-            while j >= 0:
-                gone = []
-                if j > 0:
-                    x = word[j - 1]
-                    gone.append((b if x == new else x) + a)
-                    p = x + new; counts[p] += f; where[p].append(w); born.add(p)
-                if j + 1 < len(word) and (y := word[j + 1]) != new:
-                    gone.append(b + y)
-                    p = new + y; counts[p] += f; where[p].append(w); born.add(p)
-                for p in gone:
-                    if left := counts[p] - f: counts[p] = left
-                    else: del counts[p]; where.pop(p, None)  # no word holds it any more: forget it
-                j = word.find(new, j + 1)
-        counts.pop(pair, None)
-        for p in born: heapq.heappush(heap, (-counts[p], p))
-    return merges
+# %% ../nbs/02a_bpe.ipynb #29d75451
+class BPETokenizer:
+    "Byte-level BPE in plain Python, with `TikTokenizer`'s interface and tiktoken's method names."
+    cache_size = 100_000  # how many pre-tokens' ids encoding remembers
+    def __init__(self,
+                 ranks: dict[bytes, int],          # token bytes -> id; all 256 single bytes included
+                 special_tokens: dict[str, int] = {},  # special token text -> id (ids above the ranks)
+                 pattern: str = "gpt2",            # pre-tokenization regex, or a name in `PATTERNS`
+                 name: str = "bpe",                # a name for messages and saved files
+                 allowed_special: Set[str] | Literal["all"] = frozenset(),  # specials `encode` may produce
+                ):
+        if missing := [b for b in range(256) if bytes([b]) not in ranks]:
+            raise ValueError(f"ranks must contain all 256 single bytes; missing {len(missing)}, "
+                             f"e.g. {missing[:3]}")
+        self.ranks, self.name, self.pattern = dict(ranks), name, pattern
+        self.special_tokens = dict(special_tokens)
+        if clash := set(self.special_tokens.values()) & set(self.ranks.values()):
+            raise ValueError(f"special token ids {sorted(clash)} are already ids of ordinary tokens")
+        self.vocab = {i: t for t, i in ranks.items()} | {i: s.encode() for s, i in special_tokens.items()}
+        self.max_token_value = max(self.vocab)  # the largest id
+        self.allowed_special = self._special_set(allowed_special, "allowed_special")
+        self._cache = {}  # pre-token -> ids
+
+    @property
+    def eot_token(self) -> int | None:
+        "The id of `<|endoftext|>`, if the tokenizer has it."
+        return self.special_tokens.get(ENDOFTEXT)
+
+    def get_n_vocab_tokens(self) -> int:
+        "How many token ids exist: the number of rows an embedding table needs."
+        return self.max_token_value + 1
+
+    def __repr__(self):
+        return f"BPETokenizer({self.name!r}: {len(self.ranks):,} tokens + {len(self.special_tokens)} special)"
+
+# %% ../nbs/02a_bpe.ipynb #c35c5cf6
+@patch
+def _special_set(self: BPETokenizer, tokens, argument: str) -> frozenset[str] | Literal["all"]:
+    "Check a choice of special tokens: 'all', one token, or a set of this tokenizer's special tokens."
+    if isinstance(tokens, str) and tokens == "all": return "all"
+    tokens = frozenset([tokens] if isinstance(tokens, str) else tokens)
+    if unknown := tokens - self.special_tokens.keys():
+        raise ValueError(f"{argument} has {sorted(unknown)}, which {self.name!r} does not have; its special "
+                         f"tokens are {sorted(self.special_tokens)}")
+    return tokens
+
+@functools.lru_cache(maxsize=64)
+def _special_regex(names: frozenset[str]) -> regex.Pattern:
+    "A regex matching any of the special tokens `names`, longest first."
+    return regex.compile("|".join(regex.escape(n) for n in sorted(names, key=len, reverse=True)))
+
+# %% ../nbs/02a_bpe.ipynb #003eb306
+@patch
+def _encode_piece(self: BPETokenizer, piece: str) -> list[int]:
+    "Ids of one pre-token, merged; remembered if it is short, forgetting the older half of a full cache."
+    ids = _merge_ids(piece.encode("utf-8"), self.ranks)
+    if len(piece) <= 64 and self.cache_size > 0:
+        cache = self._cache
+        if len(cache) >= self.cache_size:
+            for old in list(islice(cache, max(1, len(cache) // 2))): del cache[old]
+        cache[piece] = ids
+    return ids
+
+@patch
+def _encode_pieces(self: BPETokenizer, text: str) -> list[int]:
+    "Ids of `text`, pre-token by pre-token."
+    ids, cache = [], self._cache
+    for piece in _splitter(text, self.pattern).findall(text):
+        piece_ids = cache.get(piece)
+        ids += piece_ids if piece_ids is not None else self._encode_piece(piece)
+    return ids
+
+@patch
+def encode_ordinary(self: BPETokenizer,
+                    text: str,  # text; special-token text is encoded as ordinary text
+                   ) -> list[int]:
+    "Token ids of `text`, ignoring special tokens."
+    try: return self._encode_pieces(text)
+    except UnicodeEncodeError:  # lone surrogates have no UTF-8: like tiktoken, read as UTF-16, � for them
+        return self._encode_pieces(text.encode("utf-16", "surrogatepass").decode("utf-16", "replace"))
+
+# %% ../nbs/02a_bpe.ipynb #f38f7862
+@patch
+def encode(self: BPETokenizer,
+           text: str,  # text to encode
+           *,
+           allowed_special: Set[str] | Literal["all"] | None = None,  # specials to encode; None: its setting
+           disallowed_special: Set[str] | Literal["all"] = "all",  # specials that are an error; (): none
+          ) -> list[int]:
+    "Token ids of `text`; special-token text must be allowed, or not disallowed."
+    if not isinstance(text, str): raise TypeError(f"text must be a str, got {type(text).__name__}")
+    allowed = self._special_set(self.allowed_special if allowed_special is None else allowed_special,
+                                "allowed_special")
+    allowed = frozenset(self.special_tokens) if allowed == "all" else allowed
+    disallowed = self._special_set(disallowed_special, "disallowed_special")
+    disallowed = frozenset(self.special_tokens) - allowed if disallowed == "all" else disallowed
+    if disallowed and (m := _special_regex(disallowed).search(text)):
+        raise ValueError(f"the text contains {m[0]!r}, a special token this tokenizer does not allow: pass "
+                         f"allowed_special={{{m[0]!r}}} to encode it as the special token, or "
+                         f"disallowed_special=() to encode it as plain text")
+    if not allowed: return self.encode_ordinary(text)
+    ids, start = [], 0
+    for m in _special_regex(allowed).finditer(text):
+        ids += self.encode_ordinary(text[start : m.start()]) + [self.special_tokens[m[0]]]
+        start = m.end()
+    return ids + self.encode_ordinary(text[start:])
+
+@patch
+def count_tokens(self: BPETokenizer, text: str) -> int:
+    "How many tokens `text` encodes to."
+    return len(self.encode(text))
+
+# %% ../nbs/02a_bpe.ipynb #5849b16b
+@patch
+def decode_bytes(self: BPETokenizer,
+                 ids: Iterable[int],  # token ids: a list, numpy array or torch tensor
+                ) -> bytes:
+    "The bytes of `ids` joined."
+    ids, vocab = _id_list(ids), self.vocab
+    try: return b"".join([vocab[i] for i in ids])
+    except (KeyError, TypeError): pass
+    for k, i in enumerate(ids):
+        if not isinstance(i, int):
+            raise ValueError(f"cannot decode {i!r} (position {k}): token ids are integers")
+        if i not in vocab:
+            raise ValueError(f"cannot decode {i} (position {k}): {self.name!r} has no token with this id "
+                             f"(its ids are integers in [0, {self.max_token_value + 1}))")
+    return b"".join([vocab[i] for i in ids])
+
+@patch
+def decode(self: BPETokenizer,
+           ids: Iterable[int],        # token ids: a list, numpy array or torch tensor
+           errors: str = "replace",   # invalid UTF-8: "replace" (�), "strict" (raise) or "ignore" (drop)
+          ) -> str:
+    "The text of `ids`."
+    try: codecs.lookup_error(errors)
+    except (LookupError, TypeError):
+        raise ValueError(f"errors must be 'replace', 'strict' or 'ignore', got {errors!r}") from None
+    return self.decode_bytes(ids).decode("utf-8", errors=errors)
 
 # %% ../nbs/02a_bpe.ipynb #b69ecf3a
 @patch(cls_method=True)
 def train(cls: BPETokenizer,
-          text_or_files: str | os.PathLike | Iterable[str | os.PathLike],  # training text, a file or several files
+          text_or_files: str | os.PathLike | Iterable[str | os.PathLike],  # training text, a file or files
           vocab_size: int,                  # 256 bytes + merges + special tokens
           special_tokens: Iterable[str] = (ENDOFTEXT,),  # get the last ids
-          pattern: str = "gpt2",            # "gpt2", "gpt4" or a regex
+          pattern: str = "gpt2",            # a name in `PATTERNS` or a regex
           workers: int = 1,                 # processes counting pre-tokens
           progress: bool = True,            # show a progress bar
           name: str = "bpe",                # name stored with the tokenizer
          ) -> BPETokenizer:
     "Learn a byte-level BPE vocabulary of `vocab_size` tokens from text or files."
-    special_tokens, pattern = list(special_tokens), PATTERNS.get(pattern, pattern)
+    special_tokens = list(special_tokens)
     n_merges = vocab_size - 256 - len(special_tokens)
     if n_merges < 0: raise ValueError(f"vocab_size must be at least {256 + len(special_tokens)} (256 bytes + "
                                       f"{len(special_tokens)} special tokens), got {vocab_size}")
@@ -383,6 +371,37 @@ def train(cls: BPETokenizer,
     ranks = {token: i for i, token in vocab.items()}
     specials = {s: len(ranks) + k for k, s in enumerate(special_tokens)}
     return cls(ranks, specials, pattern, name)
+
+# %% ../nbs/02a_bpe.ipynb #2b2c8b69
+def bytes_to_unicode() -> dict[int, str]:
+    "GPT-2's table from each byte to a printable character (printable bytes map to themselves)."
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1),
+                 *range(ord("®"), ord("ÿ") + 1)]
+    table, extra = {}, 0
+    for b in range(256):
+        if b in printable: table[b] = chr(b)
+        else: table[b], extra = chr(256 + extra), extra + 1
+    return table
+
+@functools.cache
+def unicode_to_bytes() -> Mapping[str, int]:
+    "The inverse of `bytes_to_unicode`: each printable character -> its byte (built once, read-only)."
+    return MappingProxyType({c: b for b, c in bytes_to_unicode().items()})
+
+# %% ../nbs/02a_bpe.ipynb #7a1d0581
+def load_gpt2_ranks() -> dict[bytes, int]:
+    "GPT-2's tokens as bytes -> id, from the verified `encoder.json`."
+    _, encoder_json = gpt2_bpe_files()
+    to_byte = unicode_to_bytes()
+    encoder = json.loads(encoder_json.read_text(encoding="utf-8"))
+    return {bytes(to_byte[c] for c in token): i for token, i in encoder.items() if token != ENDOFTEXT}
+
+@patch(cls_method=True)
+def gpt2(cls: BPETokenizer,
+         allowed_special: Set[str] | Literal["all"] = frozenset(),  # special tokens `encode` may produce
+        ) -> BPETokenizer:
+    "GPT-2's tokenizer in plain Python: the same ids as tiktoken's 'gpt2'."
+    return cls(load_gpt2_ranks(), {ENDOFTEXT: 50256}, "gpt2", "gpt2", allowed_special)
 
 # %% ../nbs/02a_bpe.ipynb #b8f16304
 FORMAT, VERSION = "tiny_gpt.bpe", 1
@@ -408,9 +427,11 @@ def _check_bpe_vocab(tokens: list[bytes], path: Path) -> None:
     seen = set()
     for i, t in enumerate(tokens):
         if len(t) > 1 and not any(t[:k] in seen and t[k:] in seen for k in range(1, len(t))):
-            raise ValueError(f"'{path}': token {i} ({t!r}) is not two earlier tokens joined: the file is damaged")
+            raise ValueError(f"'{path}': token {i} ({t!r}) is not two earlier tokens joined: "
+                             "the file is damaged")
         seen.add(t)
 
+# %% ../nbs/02a_bpe.ipynb #ebdb7a66
 @patch(cls_method=True)
 def load(cls: BPETokenizer,
          path: str | os.PathLike,  # a file written by `save`
@@ -420,15 +441,177 @@ def load(cls: BPETokenizer,
     path = Path(path)
     try: data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError: raise FileNotFoundError(f"No such tokenizer file: '{path}'") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e: raise ValueError(f"'{path}' is not a saved BPETokenizer ({e})") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"'{path}' is not a saved BPETokenizer ({e})") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise ValueError(f"'{path}' is not a saved BPETokenizer (no \"format\": \"{FORMAT}\")")
     if data.get("version") != VERSION:
-        raise ValueError(f"'{path}' has format version {data.get('version')!r}; this tiny_gpt reads version {VERSION}: upgrade tiny_gpt")
+        raise ValueError(f"'{path}' has format version {data.get('version')!r}; this tiny_gpt reads version "
+                         f"{VERSION}: upgrade tiny_gpt")
     try:
-        to_byte = {c: b for b, c in bytes_to_unicode().items()}
+        to_byte = unicode_to_bytes()
         tokens = [bytes(to_byte[c] for c in t) for t in data["tokens"]]
         name, pattern, specials = data["name"], data["pattern"], dict(data["special_tokens"])
-    except (KeyError, TypeError) as e: raise ValueError(f"'{path}' is missing or has a malformed field: {e}") from None
+    except (KeyError, TypeError) as e:
+        raise ValueError(f"'{path}' is missing or has a malformed field: {e}") from None
     _check_bpe_vocab(tokens, path)
     return cls({t: i for i, t in enumerate(tokens)}, specials, pattern, name, allowed_special)
+
+# %% ../nbs/02a_bpe.ipynb #60d1545b
+@patch(as_prop=True)
+def n_vocab(self: BPETokenizer) -> int:
+    "How many ids exist (tiktoken's name for `get_n_vocab_tokens()`)."
+    return self.max_token_value + 1
+
+@patch(as_prop=True)
+def special_tokens_set(self: BPETokenizer) -> set[str]:
+    "The special tokens' texts."
+    return set(self.special_tokens)
+
+@patch
+def encode_single_token(self: BPETokenizer,
+                        text_or_bytes: str | bytes,  # one token's text (special tokens too) or bytes
+                       ) -> int:
+    "The id of a text or byte string that is exactly one token."
+    piece = text_or_bytes.encode("utf-8") if isinstance(text_or_bytes, str) else bytes(text_or_bytes)
+    if (i := self.ranks.get(piece)) is not None: return i
+    if (i := self.special_tokens.get(piece.decode("utf-8", "replace"))) is not None: return i
+    raise ValueError(f"{text_or_bytes!r} is not a single token of {self.name!r}: use encode() for text")
+
+@patch
+def decode_single_token_bytes(self: BPETokenizer,
+                              token: int,  # one id
+                             ) -> bytes:
+    "The bytes of one token."
+    return self.decode_bytes([token])
+
+@patch
+def decode_tokens_bytes(self: BPETokenizer, tokens: Iterable[int]) -> list[bytes]:
+    "The bytes of each token."
+    return [self.decode_bytes([t]) for t in _id_list(tokens)]
+
+# %% ../nbs/02a_bpe.ipynb #ad18bb8e
+@patch
+def decode_with_offsets(self: BPETokenizer,
+                        tokens: Iterable[int],  # ids that decode to valid UTF-8
+                       ) -> tuple[str, list[int]]:
+    "The text of `tokens`, and where each token starts in it (in characters)."
+    offsets, chars = [], 0
+    for piece in self.decode_tokens_bytes(tokens):
+        continues = bool(piece) and 0x80 <= piece[0] < 0xC0  # starts inside a character begun before it
+        offsets.append(max(0, chars - continues))
+        chars += sum(not 0x80 <= b < 0xC0 for b in piece)  # characters that start in this token
+    return self.decode(tokens, errors="strict"), offsets
+
+@patch
+def encode_batch(self: BPETokenizer, texts: Iterable[str], *,
+                 allowed_special: Set[str] | Literal["all"] | None = None,  # as in `encode`
+                 disallowed_special: Set[str] | Literal["all"] = "all",     # as in `encode`
+                ) -> list[list[int]]:
+    "`encode` of each text."
+    return [self.encode(t, allowed_special=allowed_special, disallowed_special=disallowed_special)
+            for t in texts]
+
+@patch
+def encode_ordinary_batch(self: BPETokenizer, texts: Iterable[str]) -> list[list[int]]:
+    "`encode_ordinary` of each text."
+    return [self.encode_ordinary(t) for t in texts]
+
+@patch
+def decode_batch(self: BPETokenizer, batch: Iterable[Iterable[int]], errors: str = "replace") -> list[str]:
+    "`decode` of each id list."
+    return [self.decode(ids, errors) for ids in batch]
+
+# %% ../nbs/02a_bpe.ipynb #7e19f90b
+@patch
+def __getstate__(self: BPETokenizer) -> dict:
+    "What pickling keeps: everything but the cache of remembered pre-tokens."
+    return self.__dict__ | {"_cache": {}}
+
+# %% ../nbs/02a_bpe.ipynb #0cbab2d8
+# Letters and numbers that Unicode 17.0 and 18.0 added. Python's `regex` (Unicode 18.0 tables) knows
+# them; tiktoken's Rust engine (Unicode 16.0 tables) does not: for it they are unassigned code points.
+NEWER_LETTERS = (
+    r"\u0558\u058b-\u058c\u088f\u0c5c\u0cdc\u208f\u209d-\u209f\ua7ce-\ua7cf\ua7d2\ua7d4"
+    r"\ua7dd\ua7e2\ua7f1\uab6c-\uab6d\U000107bb-\U000107bf\U00010940-\U00010959"
+    r"\U00010ec5-\U00010ec7\U00010ed9-\U00010eee\U00011b0a\U00011db0-\U00011ddb\U00011df1"
+    r"\U00016ea0-\U00016eb8\U00016ebb-\U00016ed3\U00016ff2-\U00016ff3\U000187f8-\U000187ff"
+    r"\U00018cd6-\U00018cda\U00018d09-\U00018d20\U00018d80-\U00018df2\U00018e00-\U00019191"
+    r"\U000191a0-\U000191d2\U0001b123-\U0001b128\U0001b168\U0001d6a6\U0001df1f-\U0001df24"
+    r"\U0001df2b-\U0001df81\U0001df90-\U0001df96\U0001dfcd-\U0001dfff\U0001e6c0-\U0001e6de"
+    r"\U0001e6e0-\U0001e6e2\U0001e6e4-\U0001e6e5\U0001e6e7-\U0001e6ed\U0001e6f0-\U0001e6f4"
+    r"\U0001e6fe-\U0001e6ff\U0002b73a-\U0002b73f\U0002b81e\U0002cea2-\U0002cead"
+    r"\U000323b0-\U00033479\U0003d000-\U0003fc3f")
+NEWER_NUMBERS = (r"\U00011de0-\U00011de9\U0001246f\U00012475-\U0001247f\U00012550-\U00012686"
+                 r"\U00016ff4-\U00016ff6")
+
+# %% ../nbs/02a_bpe.ipynb #2d30bb5b
+LETTER = rf"[^\P{{L}}{NEWER_LETTERS}]"  # a letter of Unicode 16.0: tiktoken's \p{L}
+NUMBER = rf"[^\P{{N}}{NEWER_NUMBERS}]"  # a number of Unicode 16.0: tiktoken's \p{N}
+NEWER = f"[{NEWER_LETTERS}{NEWER_NUMBERS}]"  # for tiktoken, neither letter nor number
+
+def _gpt2_pattern(letter: str, number: str, other: str) -> str:
+    "GPT-2's split pattern, written with the given letter, number and 'other' classes."
+    return rf"'(?:[sdmt]|ll|ve|re)| ?{letter}++| ?{number}++| ?{other}++|\s++$|\s+(?!\S)|\s"
+
+def _gpt4_pattern(letter: str, number: str, other: str, not_crlf_letter_number: str) -> str:
+    "GPT-4's (cl100k) split pattern, written with the given classes."
+    return (rf"'(?i:[sdmt]|ll|ve|re)|{not_crlf_letter_number}?+{letter}++|{number}{{1,3}}+|"
+            rf" ?{other}++[\r\n]*+|\s++$|\s*[\r\n]|\s+(?!\S)|\s")
+
+_OTHER = rf"(?:[^\s\p{{L}}\p{{N}}]|{NEWER})"
+GPT2_SPLIT = _gpt2_pattern(LETTER, NUMBER, _OTHER)  # GPT-2's split, exactly as tiktoken cuts
+GPT4_SPLIT = _gpt4_pattern(LETTER, NUMBER, _OTHER, rf"(?:[^\r\n\p{{L}}\p{{N}}]|{NEWER})")
+_PLAIN_TWIN = {GPT2_SPLIT: _gpt2_pattern(r"\p{L}", r"\p{N}", r"[^\s\p{L}\p{N}]"),  # with plain classes
+               GPT4_SPLIT: _gpt4_pattern(r"\p{L}", r"\p{N}", r"[^\s\p{L}\p{N}]", r"[^\r\n\p{L}\p{N}]")}
+PATTERNS.update({"gpt2": GPT2_SPLIT, "gpt4": GPT4_SPLIT,  # the names now mean tiktoken's exact split,
+                 GPT2_PATTERN: GPT2_SPLIT, GPT4_PATTERN: GPT4_SPLIT})  # and so do tiktoken's own strings
+_NEWER = regex.compile(NEWER)
+
+if not regex.match(r"\p{L}", "\U000105c0"):  # TODHRI LETTER A, new in Unicode 16.0
+    warnings.warn("the installed `regex` module has Unicode tables older than 16.0, so GPT-2's "
+                  "pre-tokenizer will differ from tiktoken's on the newest letters: pip install -U regex")
+
+# %% ../nbs/02a_bpe.ipynb #af4f4eb1
+@functools.lru_cache(maxsize=None)
+def _compile_split(pattern: str) -> tuple[regex.Pattern, regex.Pattern]:
+    "`pattern` compiled, and its faster twin for text without newer code points (itself if it has none)."
+    return regex.compile(pattern), regex.compile(_PLAIN_TWIN.get(pattern, pattern))
+
+def _splitter(text: str, pattern: str) -> regex.Pattern:
+    "The compiled split regex of `pattern` (a name or a regex) for `text`: the plain twin if it can."
+    exact, plain = _compile_split(PATTERNS.get(pattern, pattern))
+    return plain if text.isascii() or not _NEWER.search("".join(set(text))) else exact
+
+# %% ../nbs/02a_bpe.ipynb #6672cdb7
+def merge_bytes_heap(
+    piece: bytes,             # one pre-token, as UTF-8 bytes
+    ranks: dict[bytes, int],  # token bytes -> rank (= id)
+) -> list[bytes]:
+    "`merge_bytes` in O(n log n): candidate merges in a heap, the parts in a linked list."
+    n = len(piece)
+    if n < 2: return [piece] if n else []
+    get, m = ranks.get, n + 1
+    nxt, prv = [*range(1, n + 1), -2], list(range(-1, n))  # by a part's start: the next and previous starts
+    heap = [(r * m + i) * m + i + 2 for i in range(n - 1) if (r := get(piece[i : i + 2])) is not None]
+    heapq.heapify(heap)  # (rank, start, end) of each candidate, packed in one int
+    while heap:
+        key, k = divmod(heapq.heappop(heap), m)
+        i = key % m
+        j = nxt[i]
+        if j < 0 or nxt[j] != k: continue  # stale: one of its parts was merged since it was pushed
+        nxt[i], nxt[j] = k, -1  # j is no longer a part's start
+        if k < n: prv[k] = i
+        if (h := prv[i]) >= 0 and (r := get(piece[h:k])) is not None:  # the new part and its left neighbour
+            heapq.heappush(heap, (r * m + h) * m + k)
+        if k < n and (r := get(piece[i : (l := nxt[k])])) is not None:  # ... and its right neighbour
+            heapq.heappush(heap, (r * m + i) * m + l)
+    parts, i = [], 0
+    while i < n: parts.append(piece[i : nxt[i]]); i = nxt[i]
+    return parts
+
+# %% ../nbs/02a_bpe.ipynb #a532623d
+def _merge_ids(piece: bytes, ranks: dict[bytes, int]) -> list[int]:
+    "The ids `piece` merges into: the plain scan for short pieces, the heap for long ones."
+    parts = merge_bytes(piece, ranks) if len(piece) <= 16 else merge_bytes_heap(piece, ranks)
+    return [ranks[p] for p in parts]

@@ -9,8 +9,7 @@ import functools
 import math
 import mmap
 import os
-from collections.abc import Iterator, Sequence
-from pathlib import Path
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -20,12 +19,12 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from .tokenizers import TikTokenizer, Tokenizer
 
 # %% auto #0
-__all__ = ['count_windows', 'NextTokenDataset', 'WindowBatch', 'collate_windows', 'shuffle_positions', 'WindowBatchSampler',
-           'TokenStoreDataset', 'RandomWindowSampler', 'WindowLoader', 'tiny_data_loader']
+__all__ = ['check_positive_ints', 'count_windows', 'NextTokenDataset', 'WindowBatchSampler', 'collate_windows', 'WindowLoader',
+           'tiny_data_loader', 'shuffle_positions', 'RandomWindowSampler', 'TokenStoreDataset', 'WindowBatch']
 
 # %% ../nbs/03_dataloader.ipynb #b4d9d7ce
-def _check_positive(**values: int) -> None:
-    "Raise a ValueError naming the first argument that is not an integer >= 1."
+def check_positive_ints(**values: int) -> None:
+    "Raise a ValueError naming the first keyword argument that is not an integer >= 1."
     for name, value in values.items():
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
             raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
@@ -39,62 +38,231 @@ def count_windows(
     return 0 if n_tokens <= max_length else (n_tokens - max_length - 1) // stride + 1
 
 # %% ../nbs/03_dataloader.ipynb #9f37d9fe
+def _token_array(token_ids) -> torch.Tensor | np.memmap:
+    "The ids as one 1-D int64 tensor; a 1-D integer `np.memmap` stays memory-mapped."
+    if isinstance(token_ids, np.memmap):
+        if token_ids.ndim != 1 or token_ids.dtype.kind not in "ui":
+            raise ValueError(f"memory-mapped token ids must be a 1-D integer array, "
+                             f"got shape {token_ids.shape} and dtype {token_ids.dtype}")
+        return token_ids
+    return torch.as_tensor(token_ids, dtype=torch.long).flatten()  # (n_tokens,)
+
 class NextTokenDataset(Dataset):
-    "(input, target) windows over one 1-D tensor of token ids; the target is the input shifted by one."
+    "(input, target) windows over one 1-D array of token ids; the target is the input shifted by one."
     def __init__(self,
-                 token_ids: Sequence[int] | torch.Tensor | np.ndarray,  # the whole token sequence, stored once
+                 token_ids: Sequence[int] | torch.Tensor | np.ndarray,  # all the ids, stored once
                  max_length: int,  # tokens per window
                  stride: int,      # tokens between the starts of consecutive windows
                 ):
-        _check_positive(max_length=max_length, stride=stride)
-        self.tokens = torch.as_tensor(token_ids, dtype=torch.long).flatten()  # (n_tokens,)
+        check_positive_ints(max_length=max_length, stride=stride)
+        self.tokens = _token_array(token_ids)
         self.max_length, self.stride, self.n_tokens = max_length, stride, len(self.tokens)
         self.n_windows = count_windows(self.n_tokens, max_length, stride)
 
     def __len__(self) -> int: return self.n_windows
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        if not -self.n_windows <= i < self.n_windows:
-            raise IndexError(f"window {i} out of range: this dataset has {self.n_windows} windows")
-        start = (i % self.n_windows) * self.stride
-        return (self.tokens[start : start + self.max_length],            # (max_length,)
-                self.tokens[start + 1 : start + self.max_length + 1])    # (max_length,)
-
-    def __repr__(self):
-        return f"NextTokenDataset({self.n_tokens:,} tokens, max_length={self.max_length}, stride={self.stride}: {self.n_windows:,} windows)"
-
-# %% ../nbs/03_dataloader.ipynb #32732144
-class WindowBatch(Sequence):
-    "A batch of windows gathered at once: `.inputs` and `.targets` (batch, max_length), also a sequence of pairs."
-    def __init__(self, inputs: torch.Tensor, targets: torch.Tensor): self.inputs, self.targets = inputs, targets
-    def __len__(self) -> int: return len(self.inputs)
-    def __getitem__(self, i): return self.inputs[i], self.targets[i]
-
-def _split_block(block: torch.Tensor) -> WindowBatch:
-    "Inputs and targets of a (batch, max_length + 1) block of tokens."
-    return WindowBatch(block[:, :-1], block[:, 1:])  # (batch, max_length) each
-
-def _check_indices(idx: torch.Tensor | np.ndarray, n_windows: int) -> None:
-    "Raise an IndexError unless every window index is in [0, n_windows)."
-    if len(idx) and (idx.min() < 0 or idx.max() >= n_windows):
-        raise IndexError(f"window indices must be in [0, {n_windows}), got {int(idx.min())}..{int(idx.max())}")
+# %% ../nbs/03_dataloader.ipynb #7e83fe04
+@patch
+def __getitem__(self: NextTokenDataset, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+    if not -self.n_windows <= i < self.n_windows:
+        raise IndexError(f"window {i} out of range: this dataset has {self.n_windows} windows")
+    start = (i % self.n_windows) * self.stride
+    window = self.tokens[start : start + self.max_length + 1]         # (max_length + 1,)
+    if isinstance(window, np.ndarray): window = torch.from_numpy(window.astype(np.int64))
+    return window[:-1], window[1:]                                     # (max_length,) each
 
 @patch
-def __getitems__(self: NextTokenDataset, indices: Sequence[int] | torch.Tensor) -> WindowBatch:
-    "The windows `indices` as one `WindowBatch`."
-    idx = torch.as_tensor(indices, dtype=torch.long)
-    _check_indices(idx, self.n_windows)
-    rows = self.tokens.unfold(0, self.max_length + 1, self.stride)  # (n_windows, max_length + 1), a view
-    return _split_block(rows[idx])                                  # (batch, max_length + 1), one copy
+def __repr__(self: NextTokenDataset) -> str:
+    return (f"NextTokenDataset({self.n_tokens:,} tokens, max_length={self.max_length}, "
+            f"stride={self.stride}: {self.n_windows:,} windows)")
+
+# %% ../nbs/03_dataloader.ipynb #8df1d98a
+class WindowBatchSampler(Sampler):
+    "Batches of window indices (int64 arrays): in order or shuffled, seeded, split across DDP ranks."
+    def __init__(self,
+                 n_windows: int,          # how many windows the dataset has
+                 batch_size: int,         # windows per batch
+                 shuffle: bool = True,    # a new random order every epoch
+                 drop_last: bool = True,  # drop a final smaller batch (and, with DDP, the uneven tail)
+                 seed: int | None = None, # fixes the shuffled order; None: random (0 under DDP)
+                 rank: int | None = None, # this process's rank; None: from torch.distributed
+                 world_size: int | None = None,  # how many ranks share the data; None: from torch.distributed
+                ):
+        check_positive_ints(batch_size=batch_size)
+        dist_rank, dist_world = _dist_rank_world()
+        self.rank = dist_rank if rank is None else rank
+        self.world_size = dist_world if world_size is None else world_size
+        check_positive_ints(world_size=self.world_size)
+        if not 0 <= self.rank < self.world_size:
+            raise ValueError(f"rank must be in [0, {self.world_size}), got {self.rank}")
+        self.n_windows, self.batch_size = n_windows, batch_size
+        self.shuffle, self.drop_last = shuffle, drop_last
+        self.seed = seed if seed is not None else 0 if self.world_size > 1 else _random_seed()
+        self.epoch, self._auto_epoch = 0, True
+
+    def set_epoch(self, epoch: int) -> None:
+        "Use the order of epoch `epoch` from now on (call it before each epoch, as with DistributedSampler)."
+        self.epoch, self._auto_epoch = epoch, False
+
+# %% ../nbs/03_dataloader.ipynb #f0aa74a9
+def _dist_rank_world() -> tuple[int, int]:
+    "(rank, world_size) of torch.distributed, or (0, 1) when it is not initialised."
+    dist = torch.distributed
+    if dist.is_available() and dist.is_initialized(): return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+def _random_seed() -> int:
+    "A seed drawn from torch's global generator, so `torch.manual_seed` fixes it."
+    return int(torch.randint(0, 2**62, ()).item())
+
+# %% ../nbs/03_dataloader.ipynb #565cafe5
+@patch(as_prop=True)
+def windows_per_rank(self: WindowBatchSampler) -> int:
+    "How many windows this rank reads in one epoch."
+    w = self.world_size
+    return self.n_windows // w if self.drop_last else math.ceil(self.n_windows / w)
+
+@patch
+def __len__(self: WindowBatchSampler) -> int:
+    n, b = self.windows_per_rank, self.batch_size
+    return n // b if self.drop_last else math.ceil(n / b)
+
+@patch
+def windows_at(self: WindowBatchSampler,
+               k: np.ndarray,  # positions in this rank's share of the epoch, each in [0, windows_per_rank)
+              ) -> np.ndarray:
+    "The window indices at positions `k` of this rank's order for the current epoch: int64."
+    k = np.asarray(k, dtype=np.int64)
+    p = (self.rank + self.world_size * k) % self.n_windows  # the wrap is the DDP padding
+    return shuffle_positions(p, self.n_windows, self.seed, self.epoch) if self.shuffle else p
+
+@patch
+def epoch_order(self: WindowBatchSampler) -> torch.Tensor:
+    "All window indices this rank reads in the current epoch (for inspection; iterating never builds it)."
+    return torch.from_numpy(self.windows_at(np.arange(self.windows_per_rank)))
+
+# %% ../nbs/03_dataloader.ipynb #80d4bfea
+@patch
+def __iter__(self: WindowBatchSampler) -> Iterator[np.ndarray]:
+    b, sampler = self.batch_size, self
+    if self._auto_epoch:  # freeze this pass's epoch; the next pass gets the next one
+        sampler = WindowBatchSampler(self.n_windows, b, self.shuffle, self.drop_last, self.seed,
+                                     self.rank, self.world_size)
+        sampler.epoch, self.epoch = self.epoch, self.epoch + 1
+    total = min(len(self) * b, self.windows_per_rank)  # positions of this pass
+    block = max(1, 8192 // b) * b                       # positions computed per round of numpy calls
+    for first in range(0, total, block):
+        windows = sampler.windows_at(np.arange(first, min(first + block, total)))
+        for i in range(0, len(windows), b): yield windows[i : i + b].copy()  # own array: workers pickle it
 
 # %% ../nbs/03_dataloader.ipynb #258059dc
 def collate_windows(
-    batch: WindowBatch | list[tuple[torch.Tensor, torch.Tensor]],  # what the dataset returned for a batch
+    batch: Sequence[tuple[torch.Tensor, torch.Tensor]],  # the (input, target) windows of one batch
 ) -> list[torch.Tensor]:
-    "`[inputs, targets]`, each (batch, max_length): free for a `WindowBatch`, stacked otherwise."
-    if isinstance(batch, WindowBatch): return [batch.inputs, batch.targets]
+    "`[inputs, targets]`, each (batch, max_length): stacked, or free for a batch gathered in one go."
+    if hasattr(batch, "inputs"): return [batch.inputs, batch.targets]  # a `WindowBatch`
     inputs, targets = zip(*batch)
     return [torch.stack(inputs), torch.stack(targets)]
+
+# %% ../nbs/03_dataloader.ipynb #240a64dc
+def _as_dataset(source, max_length: int, stride: int, tokenizer: Tokenizer | None, split: str) -> Dataset:
+    "A window dataset over `source`: text, a store folder, an opened store, or token ids."
+    if isinstance(source, str):
+        if len(source) < 4096 and "\n" not in source and os.path.isdir(source):
+            raise ValueError(f"source is a str naming the folder {source!r}; a str is read as text. "
+                             f"To load the token store in it, pass pathlib.Path({source!r}).")
+        ids = (tokenizer or TikTokenizer("gpt2", {"<|endoftext|>"})).encode(source)
+        return NextTokenDataset(np.asarray(ids, dtype=np.int64), max_length, stride)
+    if isinstance(source, (torch.Tensor, np.ndarray)) and source.ndim == 1:
+        return NextTokenDataset(source, max_length, stride)  # a np.memmap stays on disk
+    if isinstance(source, os.PathLike):
+        from tiny_gpt.store import open_store  # imported here: the store module needs more than text does
+        source = open_store(source, split=split)
+    if hasattr(source, "shards"):
+        name = getattr(source, "tokenizer_name", None)
+        if tokenizer is not None and name and getattr(tokenizer, "name", name) != name:
+            raise ValueError(f"the store was tokenized with {name!r} but tokenizer is {tokenizer.name!r}: "
+                             "drop the tokenizer argument (a store is already tokenized) "
+                             "or prepare the store again")
+        where = f"the store {str(getattr(source, 'path', ''))!r}"
+        return TokenStoreDataset(source.shards, max_length, stride, where)
+    raise TypeError(f"source must be text (str), a token store (pathlib.Path to its folder, or an opened "
+                    f"TokenStore) or 1-D token ids (tensor/array); got {type(source).__name__}")
+
+# %% ../nbs/03_dataloader.ipynb #e710039a
+def _check_enough_windows(dataset: Dataset, sampler: WindowBatchSampler) -> None:
+    "Refuse settings under which the loader would yield no batch at all."
+    n, L, what = dataset.n_tokens, dataset.max_length, getattr(dataset, "source_name", "the text")
+    if dataset.n_windows == 0:
+        longest = (f" (its longest shard has {max(map(len, dataset.shards), default=0)})"
+                   if hasattr(dataset, "shards") else "")
+        raise ValueError(f"{what} has {n} tokens{longest}, but max_length={L} needs at least {L + 1} for one "
+                         "(input, target) window: use a longer text or a smaller max_length")
+    if len(sampler) == 0:
+        per_rank = f" per rank ({sampler.world_size} ranks)" if sampler.world_size > 1 else ""
+        raise ValueError(f"{what} makes {sampler.windows_per_rank} windows{per_rank}, fewer than "
+                         f"batch_size={sampler.batch_size}, and drop_last=True would drop them all: "
+                         "lower batch_size or stride, or set drop_last=False")
+
+# %% ../nbs/03_dataloader.ipynb #38f28a2e
+class WindowLoader(DataLoader):
+    "A DataLoader of window batches with `set_epoch(epoch)`."
+    def __init__(self,
+                 dataset: Dataset,        # windows: `NextTokenDataset`, `TokenStoreDataset`
+                 batch_sampler: Sampler,  # one index array per batch, e.g. `WindowBatchSampler`
+                 collate_fn: Callable = collate_windows,  # the windows of a batch → `[inputs, targets]`
+                 **kwargs):  # passed on to `torch.utils.data.DataLoader`, e.g. num_workers, pin_memory
+        super().__init__(dataset, batch_sampler=batch_sampler, collate_fn=collate_fn, **kwargs)
+
+    def set_epoch(self, epoch: int) -> None:
+        "Use the window order of epoch `epoch` (call it at the start of each epoch)."
+        self.batch_sampler.set_epoch(epoch)
+
+# %% ../nbs/03_dataloader.ipynb #972ac8f1
+def _check_loader_args(num_workers: int, sampling: str, shuffle: bool, num_batches: int | None,
+                       kwargs: dict) -> None:
+    "Refuse wrong arguments, those that would be silently ignored, and those that clash with the loader."
+    if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
+        raise ValueError(f"num_workers must be an integer >= 0, got {num_workers!r}")
+    if sampling not in ("windows", "random"):
+        raise ValueError(f"sampling must be 'windows' or 'random', got {sampling!r}")
+    if sampling == "random" and not shuffle:
+        raise ValueError("shuffle=False has no effect with sampling='random' (random offsets are never "
+                         "in order): use sampling='windows' for batches in order")
+    if sampling == "windows" and num_batches is not None:
+        raise ValueError(f"num_batches={num_batches!r} only applies to sampling='random' (sampling='windows' "
+                         "reads every window once per pass): drop num_batches or set sampling='random'")
+    if clash := sorted({"dataset", "sampler", "batch_sampler"} & kwargs.keys()):
+        raise TypeError(f"tiny_data_loader builds the DataLoader's {' and '.join(clash)} itself: use "
+                        "torch.utils.data.DataLoader(loader.dataset, ...) to choose your own")
+
+# %% ../nbs/03_dataloader.ipynb #63f0fb4f
+def tiny_data_loader(
+    source: str | os.PathLike | object,  # text, a token store (its folder as a Path, or opened), or 1-D ids
+    batch_size: int = 4,        # windows per batch
+    max_length: int = 256,      # tokens per window (the context length)
+    stride: int = 128,          # tokens between the starts of consecutive windows
+    shuffle: bool = True,       # a new random window order every epoch
+    drop_last: bool = True,     # drop a final batch smaller than `batch_size` (and an uneven DDP tail)
+    num_workers: int = 0,       # worker processes building batches (0: in this process)
+    tokenizer: Tokenizer | None = None,  # anything with `.encode`; default GPT-2 with <|endoftext|> allowed
+    seed: int | None = None,    # fixes the shuffled order (None: random; 0 under DDP)
+    sampling: str = "windows",  # "windows": each strided window once per epoch; "random": random offsets
+    num_batches: int | None = None,  # batches per pass for sampling="random"; None: as many as a strided pass
+    split: str = "train",       # which split of a store folder to read
+    rank: int | None = None,    # DDP rank; None: from torch.distributed when initialised
+    world_size: int | None = None,  # DDP world size; None: from torch.distributed
+    collate_fn: Callable | None = None,  # turns a batch's (input, target) windows into what the loader yields
+    **kwargs,                   # passed on to `torch.utils.data.DataLoader`, e.g. pin_memory=True
+) -> WindowLoader:  # iterate it for `[inputs, targets]`, two (batch_size, max_length) int64 tensors
+    "A DataLoader of `[inputs, targets]` batches (targets shifted one token) from text or a token store."
+    check_positive_ints(batch_size=batch_size, max_length=max_length, stride=stride)
+    _check_loader_args(num_workers, sampling, shuffle, num_batches, kwargs)
+    dataset = _as_dataset(source, max_length, stride, tokenizer, split)
+    sampler = WindowBatchSampler(len(dataset), batch_size, shuffle, drop_last, seed, rank, world_size)
+    _check_enough_windows(dataset, sampler)
+    if sampling == "random": dataset, sampler = _random_offsets(dataset, sampler, num_batches)
+    return WindowLoader(dataset, sampler, collate_fn or collate_windows, num_workers=num_workers, **kwargs)
 
 # %% ../nbs/03_dataloader.ipynb #7c52c65c
 _M1, _M2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
@@ -110,6 +278,16 @@ def _round_keys(seed: int, epoch: int, n_rounds: int = 4) -> np.ndarray:
     "The Feistel round keys of one (seed, epoch): uint64, all bits mixed."
     return np.random.SeedSequence([seed % 2**64, epoch % 2**64]).generate_state(n_rounds, dtype=np.uint64)
 
+def _feistel(v: np.ndarray, bits: int, keys: np.ndarray) -> np.ndarray:
+    "A bijection of the `bits`-bit numbers `v` (uint64): Feistel rounds over their two halves."
+    nl, nr = bits - bits // 2, bits // 2          # sizes of the two halves; they swap every round
+    left, right = v >> np.uint64(nr), v & np.uint64((1 << nr) - 1)
+    for k in keys:
+        left, right = right, (left ^ _hash64(right ^ k)) & np.uint64((1 << nl) - 1)
+        nl, nr = nr, nl
+    return (left << np.uint64(nr)) | right
+
+# %% ../nbs/03_dataloader.ipynb #4f1d5f52
 def shuffle_positions(
     positions: np.ndarray | Sequence[int],  # positions in the epoch's order, each in [0, n)
     n: int,                                 # how many items are shuffled
@@ -118,167 +296,10 @@ def shuffle_positions(
 ) -> np.ndarray:
     "The items at `positions` of a pseudo-random permutation of `range(n)`, without building it: int64."
     x = np.asarray(positions, dtype=np.int64).astype(np.uint64)
-    bits = max(2, (n - 1).bit_length())              # the permutation acts on `bits`-bit numbers
-    keys = _round_keys(seed, epoch)
-    def feistel(v):
-        nl, nr = bits - bits // 2, bits // 2          # sizes of the two halves; they swap every round
-        left, right = v >> np.uint64(nr), v & np.uint64((1 << nr) - 1)
-        for k in keys:
-            left, right = right, (left ^ _hash64(right ^ k)) & np.uint64((1 << nl) - 1)
-            nl, nr = nr, nl
-        return (left << np.uint64(nr)) | right
-    x = feistel(x)
-    while (outside := x >= n).any(): x[outside] = feistel(x[outside])  # cycle walking
+    bits, keys = max(2, (n - 1).bit_length()), _round_keys(seed, epoch)  # permute `bits`-bit numbers
+    x = _feistel(x, bits, keys)
+    while (outside := x >= n).any(): x[outside] = _feistel(x[outside], bits, keys)  # cycle walking
     return x.astype(np.int64)
-
-# %% ../nbs/03_dataloader.ipynb #8df1d98a
-def _dist_rank_world() -> tuple[int, int]:
-    "(rank, world_size) of torch.distributed, or (0, 1) when it is not initialised."
-    dist = torch.distributed
-    if dist.is_available() and dist.is_initialized(): return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-def _random_seed() -> int:
-    "A seed drawn from torch's global generator, so `torch.manual_seed` fixes it."
-    return int(torch.randint(0, 2**62, ()).item())
-
-class WindowBatchSampler(Sampler):
-    "Batches of window indices (int64 arrays): in order or shuffled, seeded, split across DDP ranks."
-    def __init__(self,
-                 n_windows: int,          # how many windows the dataset has
-                 batch_size: int,         # windows per batch
-                 shuffle: bool = True,    # a new random order every epoch
-                 drop_last: bool = True,  # drop a final smaller batch (and, with DDP, the epoch's uneven tail)
-                 seed: int | None = None, # fixes the shuffled order; None: random (0 under DDP, like DistributedSampler)
-                 rank: int | None = None, # this process's rank; None: from torch.distributed
-                 world_size: int | None = None,  # how many ranks share the data; None: from torch.distributed
-                ):
-        _check_positive(batch_size=batch_size)
-        dist_rank, dist_world = _dist_rank_world()
-        self.rank, self.world_size = (dist_rank if rank is None else rank), (dist_world if world_size is None else world_size)
-        _check_positive(world_size=self.world_size)
-        if not 0 <= self.rank < self.world_size: raise ValueError(f"rank must be in [0, {self.world_size}), got {self.rank}")
-        self.n_windows, self.batch_size, self.shuffle, self.drop_last = n_windows, batch_size, shuffle, drop_last
-        self.seed = seed if seed is not None else 0 if self.world_size > 1 else _random_seed()
-        self.epoch, self._auto_epoch = 0, True
-
-    def set_epoch(self, epoch: int) -> None:
-        "Use the order of epoch `epoch` from now on (call it before each epoch, as with DistributedSampler)."
-        self.epoch, self._auto_epoch = epoch, False
-
-    @property
-    def windows_per_rank(self) -> int:
-        "How many windows this rank reads in one epoch."
-        w = self.world_size
-        return self.n_windows // w if self.drop_last else math.ceil(self.n_windows / w)
-
-    def __len__(self) -> int:
-        n, b = self.windows_per_rank, self.batch_size
-        return n // b if self.drop_last else math.ceil(n / b)
-
-# %% ../nbs/03_dataloader.ipynb #565cafe5
-@patch
-def windows_at(self: WindowBatchSampler,
-               k: np.ndarray,  # positions in this rank's share of the epoch, each in [0, windows_per_rank)
-              ) -> np.ndarray:
-    "The window indices at positions `k` of this rank's order for the current epoch: int64."
-    p = (self.rank + self.world_size * np.asarray(k, dtype=np.int64)) % self.n_windows  # wrap = DistributedSampler's padding
-    return shuffle_positions(p, self.n_windows, self.seed, self.epoch) if self.shuffle else p
-
-@patch
-def epoch_order(self: WindowBatchSampler) -> torch.Tensor:
-    "All window indices this rank reads in the current epoch, in order (for inspection; iteration never builds it)."
-    return torch.from_numpy(self.windows_at(np.arange(self.windows_per_rank)))
-
-@patch
-def __iter__(self: WindowBatchSampler) -> Iterator[np.ndarray]:
-    b, sampler = self.batch_size, self
-    if self._auto_epoch:  # freeze this pass's epoch; the next pass gets the next one
-        sampler = WindowBatchSampler(self.n_windows, b, self.shuffle, self.drop_last, self.seed, self.rank, self.world_size)
-        sampler.epoch, self.epoch = self.epoch, self.epoch + 1
-    total, block = min(len(self) * b, self.windows_per_rank), max(1, 8192 // b) * b  # positions this pass; per numpy round
-    for first in range(0, total, block):
-        windows = sampler.windows_at(np.arange(first, min(first + block, total)))
-        for i in range(0, len(windows), b): yield windows[i : i + b].copy()  # a small array of its own (workers pickle it)
-
-# %% ../nbs/03_dataloader.ipynb #a0bf7e91
-def _memmap_spec(a: np.ndarray) -> tuple[str, str, int, int] | None:
-    "(file, dtype, byte offset, length) that reopens the memory-mapped 1-D array `a`; None for an array in RAM."
-    root = a
-    while isinstance(root, np.ndarray) and not isinstance(root.base, mmap.mmap): root = root.base
-    if not isinstance(root, np.memmap) or root.filename is None or not a.flags.c_contiguous: return None
-    offset = root.offset + (a.__array_interface__["data"][0] - root.__array_interface__["data"][0])
-    return str(root.filename), a.dtype.str, int(offset), len(a)
-
-class TokenStoreDataset(Dataset):
-    "(input, target) windows over 1-D token arrays (e.g. memory-mapped shards); no window crosses a shard."
-    def __init__(self,
-                 shards: Sequence[np.ndarray],  # 1-D integer arrays, e.g. a TokenStore's `.shards`
-                 max_length: int,               # tokens per window
-                 stride: int,                   # tokens between the starts of consecutive windows
-                 source_name: str = "the store",  # how error messages name the data
-                ):
-        _check_positive(max_length=max_length, stride=stride)
-        self.shards = [s if isinstance(s, np.ndarray) else np.asarray(s) for s in shards]
-        for i, s in enumerate(self.shards):
-            if s.ndim != 1 or s.dtype.kind not in "ui":
-                raise ValueError(f"shard {i} must be a 1-D integer array, got shape {s.shape} and dtype {s.dtype}")
-        self.max_length, self.stride, self.source_name = max_length, stride, source_name
-        self.offsets = np.cumsum([0] + [count_windows(len(s), max_length, stride) for s in self.shards])  # (n_shards + 1,)
-        self.n_windows, self.n_tokens = int(self.offsets[-1]), sum(len(s) for s in self.shards)
-        self._make_rows()
-
-    def _make_rows(self) -> None:
-        "Each shard seen as rows of `max_length + 1` tokens, one per window: views, nothing is read."
-        L = self.max_length + 1
-        self._rows = [np.lib.stride_tricks.sliding_window_view(s.view(np.ndarray), L)[:: self.stride] if len(s) > L - 1
-                      else None for s in self.shards]  # (windows in shard, max_length + 1) each
-
-    def __len__(self) -> int: return self.n_windows
-
-    def locate(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        "(shard, window number within the shard) of each window in `idx`; it starts at token `number * stride`."
-        shard = np.searchsorted(self.offsets, idx, side="right") - 1
-        return shard, idx - self.offsets[shard]
-
-    def __repr__(self):
-        return (f"TokenStoreDataset({self.n_tokens:,} tokens in {len(self.shards)} shard(s), max_length={self.max_length}, "
-                f"stride={self.stride}: {self.n_windows:,} windows)")
-
-# %% ../nbs/03_dataloader.ipynb #91de3d1d
-@patch
-def __getitems__(self: TokenStoreDataset, indices: Sequence[int] | torch.Tensor) -> WindowBatch:
-    "The windows `indices` as one `WindowBatch`, gathered from the shards with numpy fancy indexing."
-    idx = np.asarray(indices, dtype=np.int64)
-    _check_indices(idx, self.n_windows)
-    if len(self.shards) == 1: block = self._rows[0][idx].astype(np.int64)   # (batch, max_length + 1)
-    else:
-        shard, local = self.locate(idx)
-        block = np.empty((len(idx), self.max_length + 1), dtype=np.int64)
-        for s in np.unique(shard): block[shard == s] = self._rows[s][local[shard == s]]  # a batch touches few shards
-    return _split_block(torch.from_numpy(block))
-
-@patch
-def __getitem__(self: TokenStoreDataset, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-    if not -self.n_windows <= i < self.n_windows:
-        raise IndexError(f"window {i} out of range: this dataset has {self.n_windows} windows")
-    batch = self.__getitems__([i % self.n_windows])
-    return batch.inputs[0], batch.targets[0]
-
-# %% ../nbs/03_dataloader.ipynb #86e6cd4e
-@patch
-def __getstate__(self: TokenStoreDataset) -> dict:
-    state = self.__dict__.copy()
-    state["shards"] = [spec if (spec := _memmap_spec(s)) else s for s in self.shards]
-    del state["_rows"]  # views: rebuilt after unpickling
-    return state
-
-@patch
-def __setstate__(self: TokenStoreDataset, state: dict) -> None:
-    state["shards"] = [np.memmap(s[0], dtype=np.dtype(s[1]), mode="r", offset=s[2], shape=(s[3],)) if isinstance(s, tuple) else s
-                       for s in state["shards"]]
-    self.__dict__.update(state)
-    self._make_rows()
 
 # %% ../nbs/03_dataloader.ipynb #bcc6055e
 class RandomWindowSampler(Sampler):
@@ -290,7 +311,7 @@ class RandomWindowSampler(Sampler):
                  seed: int | None = None,  # fixes the draws; None: random (0 under DDP)
                  rank: int | None = None,  # None: from torch.distributed
                 ):
-        _check_positive(batch_size=batch_size, num_batches=num_batches, n_windows=n_windows)
+        check_positive_ints(batch_size=batch_size, num_batches=num_batches, n_windows=n_windows)
         dist_rank, dist_world = _dist_rank_world()
         self.n_windows, self.batch_size, self.num_batches = n_windows, batch_size, num_batches
         self.rank = dist_rank if rank is None else rank
@@ -309,90 +330,151 @@ class RandomWindowSampler(Sampler):
             draws = rng.integers(0, self.n_windows, (min(per_draw, self.num_batches - first), b))
             yield from (row.copy() for row in draws)
 
-# %% ../nbs/03_dataloader.ipynb #e710039a
-def _check_enough_windows(dataset: Dataset, sampler: WindowBatchSampler) -> None:
-    "Refuse settings under which the loader would yield no batch at all."
-    n, L, what = dataset.n_tokens, dataset.max_length, getattr(dataset, "source_name", "the text")
-    if dataset.n_windows == 0:
-        longest = f" (its longest shard has {max(map(len, dataset.shards), default=0)})" if hasattr(dataset, "shards") else ""
-        raise ValueError(f"{what} has {n} tokens{longest}, but max_length={L} needs at least {L + 1} for one "
-                         "(input, target) window: use a longer text or a smaller max_length")
-    if len(sampler) == 0:
-        per_rank = f" per rank ({sampler.world_size} ranks)" if sampler.world_size > 1 else ""
-        raise ValueError(f"{what} makes {sampler.windows_per_rank} windows{per_rank}, fewer than "
-                         f"batch_size={sampler.batch_size}, and drop_last=True would drop them all: "
-                         "lower batch_size or stride, or set drop_last=False")
+# %% ../nbs/03_dataloader.ipynb #3bbdb808
+def _random_offsets(dataset: Dataset, sampler: WindowBatchSampler,
+                    num_batches: int | None) -> tuple[Dataset, RandomWindowSampler]:
+    "Every token position may start a window; `num_batches` random batches per pass."
+    L, b = dataset.max_length, sampler.batch_size
+    if hasattr(dataset, "shards"): every = TokenStoreDataset(dataset.shards, L, 1, dataset.source_name)
+    else: every = NextTokenDataset(dataset.tokens, L, 1)
+    return every, RandomWindowSampler(len(every), b, num_batches or len(sampler), sampler.seed, sampler.rank)
 
-# %% ../nbs/03_dataloader.ipynb #240a64dc
-def _as_dataset(source, max_length: int, stride: int, tokenizer: Tokenizer | None, split: str) -> Dataset:
-    "A window dataset over `source`: text, a store folder, an opened store, or token ids."
-    if isinstance(source, str):
-        if len(source) < 4096 and "\n" not in source and os.path.isdir(source):
-            raise ValueError(f"source is a str naming the folder {source!r}; a str is read as text. "
-                             f"To load the token store in it, pass pathlib.Path({source!r}).")
-        ids = (tokenizer or TikTokenizer("gpt2", {"<|endoftext|>"})).encode(source)
-        return NextTokenDataset(np.asarray(ids, dtype=np.int64), max_length, stride)
-    if isinstance(source, (torch.Tensor, np.ndarray)) and source.ndim == 1:
-        return NextTokenDataset(source, max_length, stride)
-    if isinstance(source, os.PathLike):
-        from tiny_gpt.store import open_store  # imported here: the store module is optional for text
-        source = open_store(source, split=split)
-    if hasattr(source, "shards"):
-        name = getattr(source, "tokenizer_name", None)
-        if tokenizer is not None and name and getattr(tokenizer, "name", name) != name:
-            raise ValueError(f"the store was tokenized with {name!r} but tokenizer is {tokenizer.name!r}: "
-                             "drop the tokenizer argument (a store is already tokenized) or prepare the store again")
-        return TokenStoreDataset(source.shards, max_length, stride, f"the store {str(getattr(source, 'path', ''))!r}")
-    raise TypeError(f"source must be text (str), a token store (pathlib.Path to its folder, or an opened TokenStore) "
-                    f"or 1-D token ids (tensor/array); got {type(source).__name__}")
-
-# %% ../nbs/03_dataloader.ipynb #38f28a2e
-class WindowLoader(DataLoader):
-    "A DataLoader of window batches: `set_epoch(epoch)`, and in-process batches without per-batch overhead."
+# %% ../nbs/03_dataloader.ipynb #a0bf7e91
+class TokenStoreDataset(Dataset):
+    "(input, target) windows over 1-D token arrays (e.g. memory-mapped shards); no window crosses a shard."
     def __init__(self,
-                 dataset: Dataset,  # windows with a vectorised `__getitems__` (`NextTokenDataset`, `TokenStoreDataset`)
-                 batch_sampler: Sampler,  # yields one index array per batch (`WindowBatchSampler`, `RandomWindowSampler`)
-                 collate_fn=collate_windows,  # turns a `__getitems__` result into `[inputs, targets]`
-                 **kwargs):  # passed on to `torch.utils.data.DataLoader`, e.g. num_workers, pin_memory
-        super().__init__(dataset, batch_sampler=batch_sampler, collate_fn=collate_fn, **kwargs)
+                 shards: Sequence[np.ndarray],  # 1-D integer arrays, e.g. a TokenStore's `.shards`
+                 max_length: int,               # tokens per window
+                 stride: int,                   # tokens between the starts of consecutive windows
+                 source_name: str = "the store",  # how error messages name the data
+                ):
+        check_positive_ints(max_length=max_length, stride=stride)
+        self.shards = [s if isinstance(s, np.ndarray) else np.asarray(s) for s in shards]
+        for i, s in enumerate(self.shards):
+            if s.ndim != 1 or s.dtype.kind not in "ui":
+                raise ValueError(f"shard {i} must be a 1-D integer array, "
+                                 f"got shape {s.shape} and dtype {s.dtype}")
+        self.max_length, self.stride, self.source_name = max_length, stride, source_name
+        counts = [count_windows(len(s), max_length, stride) for s in self.shards]
+        self.offsets = np.cumsum([0] + counts)  # (n_shards + 1,): shard k's first window, and the end
+        self.n_windows, self.n_tokens = int(self.offsets[-1]), sum(len(s) for s in self.shards)
+        self._make_rows()
 
-    def set_epoch(self, epoch: int) -> None:
-        "Use the window order of epoch `epoch` (call it at the start of each epoch)."
-        self.batch_sampler.set_epoch(epoch)
+    def __len__(self) -> int: return self.n_windows
 
-    def __iter__(self):
-        if self.num_workers > 0 or self.pin_memory: return super().__iter__()
-        return (self.collate_fn(self.dataset.__getitems__(idx)) for idx in self.batch_sampler)
+# %% ../nbs/03_dataloader.ipynb #91de3d1d
+def _window_rows(a: np.ndarray, width: int, stride: int) -> np.ndarray:
+    "`a` seen as rows of `width` tokens starting every `stride` tokens: a view, nothing is read."
+    if len(a) < width: return np.empty((0, width), dtype=a.dtype)
+    return np.lib.stride_tricks.sliding_window_view(a.view(np.ndarray), width)[::stride]
 
-# %% ../nbs/03_dataloader.ipynb #63f0fb4f
-def tiny_data_loader(
-    source: str | os.PathLike | object,  # text, a token store (its folder as a Path, or opened), or 1-D token ids
-    batch_size: int = 4,        # windows per batch
-    max_length: int = 256,      # tokens per window (the context length)
-    stride: int = 128,          # tokens between the starts of consecutive windows
-    shuffle: bool = True,       # a new random window order every epoch
-    drop_last: bool = True,     # drop a final batch smaller than `batch_size` (and an uneven DDP tail)
-    num_workers: int = 0,       # worker processes building batches (0: in this process)
-    tokenizer: Tokenizer | None = None,  # anything with `.encode`; default GPT-2 with <|endoftext|> allowed
-    seed: int | None = None,    # fixes the shuffled order (None: random; 0 under DDP)
-    sampling: str = "windows",  # "windows": each strided window once per epoch; "random": random offsets, nanoGPT-style
-    num_batches: int | None = None,  # batches per pass for sampling="random"; None: as many as a strided pass
-    split: str = "train",       # which split of a store folder to read
-    rank: int | None = None,    # DDP rank; None: from torch.distributed when initialised
-    world_size: int | None = None,  # DDP world size; None: from torch.distributed
-    **kwargs,                   # passed on to `torch.utils.data.DataLoader`, e.g. pin_memory=True
-) -> WindowLoader:  # iterate it for `[inputs, targets]`, two (batch_size, max_length) int64 tensors
-    "A DataLoader of `[inputs, targets]` batches (targets shifted one token right) from text or a token store."
-    _check_positive(batch_size=batch_size, max_length=max_length, stride=stride)
-    if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
-        raise ValueError(f"num_workers must be an integer >= 0, got {num_workers!r}")
-    if sampling not in ("windows", "random"): raise ValueError(f"sampling must be 'windows' or 'random', got {sampling!r}")
-    dataset = _as_dataset(source, max_length, stride, tokenizer, split)
-    sampler = WindowBatchSampler(len(dataset), batch_size, shuffle, drop_last, seed, rank, world_size)
-    _check_enough_windows(dataset, sampler)
-    if sampling == "random":
-        num_batches = num_batches or len(sampler)
-        dataset = TokenStoreDataset(dataset.shards, max_length, 1, dataset.source_name) if hasattr(dataset, "shards") \
-                  else NextTokenDataset(dataset.tokens, max_length, 1)
-        sampler = RandomWindowSampler(len(dataset), batch_size, num_batches, seed, sampler.rank)
-    return WindowLoader(dataset, batch_sampler=sampler, collate_fn=collate_windows, num_workers=num_workers, **kwargs)
+@patch
+def _make_rows(self: TokenStoreDataset) -> None:
+    "Each shard seen as rows of `max_length + 1` tokens, one per window."
+    self._rows = [_window_rows(s, self.max_length + 1, self.stride) for s in self.shards]  # (windows, L + 1)
+
+@patch
+def locate(self: TokenStoreDataset, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    "(shard, window number within the shard) of each window in `idx`."
+    shard = np.searchsorted(self.offsets, idx, side="right") - 1
+    return shard, idx - self.offsets[shard]
+
+@patch
+def __getitem__(self: TokenStoreDataset, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+    if not -self.n_windows <= i < self.n_windows:
+        raise IndexError(f"window {i} out of range: this dataset has {self.n_windows} windows")
+    shard, k = self.locate(np.array([i % self.n_windows]))
+    window = torch.from_numpy(self._rows[shard[0]][k[0]].astype(np.int64))  # (max_length + 1,)
+    return window[:-1], window[1:]
+
+@patch
+def __repr__(self: TokenStoreDataset) -> str:
+    return (f"TokenStoreDataset({self.n_tokens:,} tokens in {len(self.shards)} shard(s), "
+            f"max_length={self.max_length}, stride={self.stride}: {self.n_windows:,} windows)")
+
+# %% ../nbs/03_dataloader.ipynb #32732144
+class WindowBatch(Sequence):
+    "A batch gathered at once: `.inputs`, `.targets` (batch, max_length); also a sequence of pairs."
+    def __init__(self, inputs: torch.Tensor, targets: torch.Tensor):
+        self.inputs, self.targets = inputs, targets
+    def __len__(self) -> int: return len(self.inputs)
+    def __getitem__(self, i): return self.inputs[i], self.targets[i]
+
+def _split_block(block: torch.Tensor) -> WindowBatch:
+    "Inputs and targets of a (batch, max_length + 1) block of tokens."
+    return WindowBatch(block[:, :-1], block[:, 1:])  # (batch, max_length) each
+
+def _check_indices(idx: torch.Tensor | np.ndarray, n_windows: int) -> None:
+    "Raise an IndexError unless every window index is in [0, n_windows)."
+    if len(idx) and (idx.min() < 0 or idx.max() >= n_windows):
+        raise IndexError(f"window indices must be in [0, {n_windows}), "
+                         f"got {int(idx.min())}..{int(idx.max())}")
+
+# %% ../nbs/03_dataloader.ipynb #91de3d1e
+@patch
+def __getitems__(self: NextTokenDataset, indices: Sequence[int] | torch.Tensor) -> WindowBatch:
+    "The windows `indices` as one `WindowBatch`."
+    idx = torch.as_tensor(indices, dtype=torch.long)
+    _check_indices(idx, self.n_windows)
+    if isinstance(self.tokens, np.ndarray):  # memory-mapped: read the batch's rows, then convert them
+        rows = _window_rows(self.tokens, self.max_length + 1, self.stride)
+        return _split_block(torch.from_numpy(rows[idx.numpy()].astype(np.int64)))
+    rows = self.tokens.unfold(0, self.max_length + 1, self.stride)  # (n_windows, max_length + 1), a view
+    return _split_block(rows[idx])                                  # (batch, max_length + 1), one copy
+
+@patch
+def __getitems__(self: TokenStoreDataset, indices: Sequence[int] | torch.Tensor) -> WindowBatch:
+    "The windows `indices` as one `WindowBatch`, gathered from the shards with numpy fancy indexing."
+    idx = np.asarray(indices, dtype=np.int64)
+    _check_indices(idx, self.n_windows)
+    if len(self.shards) == 1: return _split_block(torch.from_numpy(self._rows[0][idx].astype(np.int64)))
+    shard, local = self.locate(idx)
+    block = np.empty((len(idx), self.max_length + 1), dtype=np.int64)  # (batch, max_length + 1)
+    for s in np.unique(shard): block[shard == s] = self._rows[s][local[shard == s]]  # few shards per batch
+    return _split_block(torch.from_numpy(block))
+
+# %% ../nbs/03_dataloader.ipynb #1f476fb8
+@patch
+def __iter__(self: WindowLoader):
+    if self.num_workers > 0 or self.pin_memory: return DataLoader.__iter__(self)
+    return (self.collate_fn(self.dataset.__getitems__(idx)) for idx in self.batch_sampler)
+
+# %% ../nbs/03_dataloader.ipynb #a0bf7e92
+def _memmap_spec(a: np.ndarray) -> tuple[str, str, int, int] | None:
+    "(file, dtype, byte offset, length) that maps the 1-D array `a` again; None for an array in RAM."
+    root = a
+    while isinstance(root, np.ndarray) and not isinstance(root.base, mmap.mmap): root = root.base
+    if not isinstance(root, np.memmap) or root.filename is None or not a.flags.c_contiguous: return None
+    offset = root.offset + (a.__array_interface__["data"][0] - root.__array_interface__["data"][0])
+    return str(root.filename), a.dtype.str, int(offset), len(a)
+
+def _to_pickle(a):
+    "A memory-mapped array as where it lives; anything else as it is."
+    return spec if isinstance(a, np.ndarray) and (spec := _memmap_spec(a)) else a
+
+def _from_pickle(a):
+    "The array `_to_pickle` described, mapped again."
+    if not isinstance(a, tuple): return a
+    return np.memmap(a[0], dtype=np.dtype(a[1]), mode="r", offset=a[2], shape=(a[3],))
+
+# %% ../nbs/03_dataloader.ipynb #86e6cd4e
+@patch
+def __getstate__(self: TokenStoreDataset) -> dict:
+    state = self.__dict__.copy()
+    state["shards"] = [_to_pickle(s) for s in self.shards]
+    del state["_rows"]  # views: rebuilt after unpickling
+    return state
+
+@patch
+def __setstate__(self: TokenStoreDataset, state: dict) -> None:
+    state["shards"] = [_from_pickle(s) for s in state["shards"]]
+    self.__dict__.update(state)
+    self._make_rows()
+
+@patch
+def __getstate__(self: NextTokenDataset) -> dict:
+    return {**self.__dict__, "tokens": _to_pickle(self.tokens)}
+
+@patch
+def __setstate__(self: NextTokenDataset, state: dict) -> None:
+    self.__dict__.update({**state, "tokens": _from_pickle(state["tokens"])})

@@ -9,6 +9,8 @@ import torch
 from fastcore.basics import patch
 from torch import nn
 
+from .data import check_positive_ints
+
 # %% auto #0
 __all__ = ['GPTEmbedding']
 
@@ -16,14 +18,12 @@ __all__ = ['GPTEmbedding']
 class GPTEmbedding(nn.Module):
     "Token embeddings plus learned positional embeddings: (batch, seq_len) ids → (batch, seq_len, emb_dim)."
     def __init__(self,
-                 vocab_size: int,      # rows of the token table: the tokenizer's `get_n_vocab_tokens()` (50257 for GPT-2)
+                 vocab_size: int,      # rows of the token table: the tokenizer's `get_n_vocab_tokens()`
                  emb_dim: int,         # numbers per vector (768 in GPT-2 small)
                  context_length: int,  # rows of the position table: the longest sequence the model accepts
                 ):
         super().__init__()
-        for name, value in dict(vocab_size=vocab_size, emb_dim=emb_dim, context_length=context_length).items():
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        check_positive_ints(vocab_size=vocab_size, emb_dim=emb_dim, context_length=context_length)
         self.tok_emb = nn.Embedding(vocab_size, emb_dim)      # what each token is
         self.pos_emb = nn.Embedding(context_length, emb_dim)  # where it stands
 
@@ -33,7 +33,7 @@ class GPTEmbedding(nn.Module):
         "Embed `ids`: token vector plus the vector of each position."
         ids = self.checked_ids(ids)
         positions = torch.arange(ids.shape[1], device=ids.device)  # (seq_len,), on the ids' device
-        return self.tok_emb(ids) + self.pos_emb(positions)          # (batch, seq_len, emb_dim) + (seq_len, emb_dim)
+        return self.tok_emb(ids) + self.pos_emb(positions)  # (batch, seq_len, emb_dim) + (seq_len, emb_dim)
 
 # %% ../nbs/04_embeddings.ipynb #9efa86a5
 @patch
@@ -42,7 +42,8 @@ def checked_ids(self: GPTEmbedding,
                 ) -> torch.Tensor:   # the same ids as int64 (a no-op for int64 input)
     "`ids` as an int64 (batch, seq_len) tensor the tables can embed, else a clear error."
     if not isinstance(ids, torch.Tensor):
-        raise TypeError(f"ids must be a torch.Tensor of token ids, got {type(ids).__name__}: use torch.tensor(ids)")
+        raise TypeError(f"ids must be a torch.Tensor of token ids, got {type(ids).__name__}: "
+                        "use torch.tensor(ids)")
     if ids.dtype.is_floating_point or ids.dtype.is_complex or ids.dtype == torch.bool:
         raise TypeError(f"ids must be an integer tensor of token ids, got dtype {ids.dtype}: "
                         "token ids come from a tokenizer; use ids.long() if they were converted by mistake")
@@ -50,14 +51,14 @@ def checked_ids(self: GPTEmbedding,
         hint = "; for a single sequence use ids.unsqueeze(0)" if ids.ndim == 1 else ""
         raise ValueError(f"ids must have shape (batch, seq_len), got {tuple(ids.shape)}{hint}")
     if ids.shape[1] > (n := self.pos_emb.num_embeddings):
-        raise ValueError(f"seq_len {ids.shape[1]} is longer than context_length {n}: "
-                         f"feed at most {n} tokens at a time, or build the module with a larger context_length")
+        raise ValueError(f"seq_len {ids.shape[1]} is longer than context_length {n}: feed at most {n} "
+                         "tokens at a time, or build the module with a larger context_length")
     ids = ids.long()
     # The range check reads the values: free on the CPU in eager mode, but a host sync on a GPU and
     # a graph break under torch.compile, so it runs only in the first case (the data pipeline checks once).
     if torch.compiler.is_compiling() or ids.device.type != "cpu": return ids
     v = self.tok_emb.num_embeddings
     if ids.numel() and (ids.min() < 0 or ids.max() >= v):
-        raise ValueError(f"token ids must be in [0, {v}), got values from {ids.min().item()} to {ids.max().item()}: "
-                         "is vocab_size the tokenizer's get_n_vocab_tokens()?")
+        raise ValueError(f"token ids must be in [0, {v}), got values from {ids.min().item()} to "
+                         f"{ids.max().item()}: is vocab_size the tokenizer's get_n_vocab_tokens()?")
     return ids

@@ -33,13 +33,16 @@ def get_device(
         return torch.device("mps" if _mps_available() else "cpu")
     try: device = torch.device(prefer)
     except RuntimeError:
-        raise ValueError(f"prefer={prefer!r} is not a device name; use 'cuda', 'cuda:N', 'mps' or 'cpu'") from None
+        raise ValueError(f"prefer={prefer!r} is not a device name; "
+                         "use 'cuda', 'cuda:N', 'mps' or 'cpu'") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"prefer={prefer!r} but this torch build sees no CUDA GPU; use get_device() to fall back to the CPU")
+        raise ValueError(f"prefer={prefer!r} but this torch build sees no CUDA GPU; "
+                         "use get_device() to fall back to the CPU")
     if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
         raise ValueError(f"prefer={prefer!r} but only {torch.cuda.device_count()} CUDA device(s) exist")
     if device.type == "mps" and not _mps_available():
-        raise ValueError(f"prefer={prefer!r} but Apple MPS is not available here; use get_device() to fall back")
+        raise ValueError(f"prefer={prefer!r} but Apple MPS is not available here; "
+                         "use get_device() to fall back")
     return device
 
 # %% ../nbs/00_env.ipynb #1817484a

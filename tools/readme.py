@@ -4,12 +4,18 @@ nbdev's own notebook processors (the ones `nbdev_docs` runs) apply the directive
 and export cells disappear, show_doc is rendered — and this script writes the processed notebook
 as GitHub Markdown: prose as is, code in ```python blocks, text outputs in ``` blocks.
 
-    python tools/readme.py           # write README.md
-    python tools/readme.py --check   # exit 1 if README.md is not what index.ipynb gives
+Before that it renders the performance table from benchmarks/results.json (the one file the
+benchmarks write, see benchmarks/results.py) into the index notebook's markdown cell that starts
+with `PERF_MARK`, so the notebook, the docs site and README.md show the recorded figures and no
+figure is typed by hand.
+
+    python tools/readme.py           # fill the table into nbs/index.ipynb, write README.md
+    python tools/readme.py --check   # exit 1 if the table or README.md is not what they would be
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import sys
@@ -17,6 +23,91 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTICE = "<!-- Generated from nbs/index.ipynb by tools/readme.py: edit the notebook, not this file. -->\n\n"
+INDEX = ROOT / "nbs" / "index.ipynb"
+RESULTS = ROOT / "benchmarks" / "results.json"
+PERF_MARK = "<!-- performance table: rendered from benchmarks/results.json by tools/readme.py; do not edit -->"
+BENCH_ORDER = ("dataset", "prepare", "bpe", "model", "train")  # the stages' order; others follow by name
+
+
+# ---------------------------------------------------------------------------------------------
+# The performance table, from benchmarks/results.json
+# ---------------------------------------------------------------------------------------------
+
+def _stem(bench: str) -> str:
+    return bench.removeprefix("bench_").removesuffix(".py")
+
+
+def _order(stem: str) -> tuple[int, str]:
+    return (BENCH_ORDER.index(stem) if stem in BENCH_ORDER else len(BENCH_ORDER), stem)
+
+
+def _cell(value) -> str:
+    "A table cell: text with its pipes escaped and no line breaks."
+    return str(value).replace("|", "\\|").replace("\n", " ").strip()
+
+
+def _ratio(ratio) -> str:
+    if ratio is None or ratio == "": return ""
+    if isinstance(ratio, str): return _cell(ratio)
+    return f"{ratio:,.0f}×" if ratio >= 10 else f"{ratio:.2g}×"
+
+
+def _machine(m: dict) -> str:
+    "'2 CPUs, Linux-6.1-x86_64, Python 3.11.7, torch 2.13.0+cpu, ...' from a section's `machine`."
+    parts = [f"{m['cpus']} CPUs" if m.get("cpus") else "", m.get("platform", ""),
+             f"Python {m['python']}" if m.get("python") else ""]
+    parts += [f"{name} {version}" for name, version in (m.get("versions") or {}).items()]
+    if m.get("load_1min") is not None: parts.append(f"load {m['load_1min']}")
+    return ", ".join(p for p in parts if p)
+
+
+def performance_table(results: dict, scripts: list[str]) -> str:
+    "Markdown for every recorded benchmark section, then the benchmarks that recorded nothing yet."
+    out = []
+    for bench in sorted(results, key=lambda b: _order(_stem(b))):
+        section = results[bench]
+        head = f"**{_cell(_stem(bench))}** — measured {section.get('date', '?')} on {_machine(section.get('machine', {}))}"
+        if section.get("command"): head += f"; `{section['command']}`"
+        out.append(head + (f". {_cell(section['notes'])}" if section.get("notes") else ""))
+        rows = ["| what | tiny_gpt | baseline | ratio | target | met |", "|---|---|---|---|---|---|"]
+        for r in section.get("rows", []):
+            met = {True: "yes", False: "**no**"}.get(r.get("passed"), "")
+            rows.append(f"| {_cell(r['what'])} | {_cell(r['ours'])} | {_cell(r.get('baseline', ''))} | "
+                        f"{_ratio(r.get('ratio'))} | {_cell(r.get('target', ''))} | {met} |")
+        out.append("\n".join(rows))
+    recorded = {_stem(b) for b in results}
+    missing = sorted((s for s in scripts if _stem(s) not in recorded), key=lambda s: _order(_stem(s)))
+    if missing:
+        listed = ", ".join(f"`python benchmarks/{s}.py`" for s in missing)
+        out.append(("No results recorded yet" if not results else "Not recorded yet") + f": {listed}.")
+    return "\n\n".join(out)
+
+
+def rendered_performance_cell() -> str:
+    "The performance cell's markdown as results.json and the benchmark scripts give it."
+    results = json.loads(RESULTS.read_text(encoding="utf-8")) if RESULTS.exists() else {}
+    scripts = [p.stem for p in sorted((ROOT / "benchmarks").glob("bench_*.py"))]
+    return PERF_MARK + "\n\n" + performance_table(results, scripts)
+
+
+def fill_performance(check: bool = False) -> bool:
+    "Write the rendered table into nbs/index.ipynb (unless `check`); True when it was up to date."
+    from execnb.nbio import read_nb, write_nb
+    nb = read_nb(INDEX)
+    cells = [c for c in nb.cells if c.cell_type == "markdown" and c.source.startswith(PERF_MARK.split(":")[0])]
+    if len(cells) != 1: raise SystemExit(f"nbs/index.ipynb needs exactly one markdown cell starting with {PERF_MARK.split(':')[0]!r}")
+    text = rendered_performance_cell()
+    if cells[0].source == text: return True
+    if not check:
+        cells[0].source = text
+        write_nb(nb, INDEX)
+        print("updated the performance table in nbs/index.ipynb from benchmarks/results.json")
+    return False
+
+
+# ---------------------------------------------------------------------------------------------
+# README.md
+# ---------------------------------------------------------------------------------------------
 
 
 def process(nb_path: Path):
@@ -68,13 +159,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="fail if README.md is stale instead of writing it")
     args = parser.parse_args(argv)
+    table_ok = fill_performance(check=args.check)
     os.chdir(ROOT / "nbs")
-    text = to_markdown(process(ROOT / "nbs" / "index.ipynb"))
+    text = to_markdown(process(INDEX))
     readme = ROOT / "README.md"
     if args.check:
+        if not table_ok:
+            print("the performance table of nbs/index.ipynb is not what benchmarks/results.json gives: "
+                  "run `python tools/readme.py` and commit nbs/index.ipynb and README.md", file=sys.stderr)
         if readme.exists() and readme.read_text(encoding="utf-8") == text:
             print("README.md is up to date with nbs/index.ipynb")
-            return 0
+            return 0 if table_ok else 1
         print("README.md is stale: run `python tools/readme.py` and commit it", file=sys.stderr)
         return 1
     readme.write_text(text, encoding="utf-8", newline="\n")

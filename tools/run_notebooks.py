@@ -1,16 +1,23 @@
 """Run every notebook in nbs/ top to bottom in a real Jupyter kernel, as a reader would.
 
 nbdev_test executes notebooks with its own executor; readers use Jupyter. This script uses
-nbclient (the engine behind `jupyter nbconvert --execute`) on a copy of each notebook, so the
-committed notebooks are never modified, and fails on the first cell that raises.
-Cells flagged `#| cuda` run only with --flags cuda, like nbdev_test. With --save the outputs
-are written back into the notebooks (how authors refresh the outputs readers and the docs see).
+nbclient (the engine behind `jupyter nbconvert --execute`) on a copy of each notebook, in a fresh
+kernel started in nbs/, so the committed notebooks are never modified, and fails on the first cell
+that raises.
 
-    python tools/run_notebooks.py [NOTEBOOK ...] [--flags cuda] [--save] [--timeout 600]
+It skips what `nbdev_test` skips: cells flagged with one of settings.ini's `tst_flags` (e.g.
+`#| notest`) unless --flags names it, and `#| eval: false` cells. `#| cuda` cells are the exception:
+they run, as they do in a reader's Jupyter, and guard themselves (`if gpu_cell_ready():` prints
+that the cell was skipped on a machine without a GPU). With --save the outputs are written back
+into the notebooks (how authors refresh the outputs readers and the docs see); skipped cells keep
+the outputs they had.
+
+    python tools/run_notebooks.py [NOTEBOOK ...] [--flags notest] [--save] [--timeout 600]
 """
 from __future__ import annotations
 
 import argparse
+import copy
 import re
 import sys
 import time
@@ -22,28 +29,37 @@ from nbclient.exceptions import CellExecutionError
 
 ROOT = Path(__file__).resolve().parents[1]
 _FLAG = re.compile(r"^\s*#\s*\|\s*(\w+)\s*$", re.MULTILINE)
+_NO_EVAL = re.compile(r"^\s*#\s*\|\s*eval\s*:\s*false\s*$", re.MULTILINE | re.IGNORECASE)
+SELF_GUARDED = {"cuda"}  # flags whose cells run in Jupyter and skip themselves (gpu_cell_ready)
+SKIP_TAG = "skip-execution"  # nbclient's own tag for cells it must not run
 
 
 def skipped_flags(flags: set[str]) -> set[str]:
-    "The tst_flags of settings.ini that are not switched on."
+    "The tst_flags of settings.ini whose cells do not run: not switched on, and not self-guarded."
     for line in (ROOT / "settings.ini").read_text(encoding="utf-8").splitlines():
         if line.strip().startswith("tst_flags"):
-            return set(line.split("=", 1)[1].split()) - {"notest"} - flags
+            return set(line.split("=", 1)[1].split()) - SELF_GUARDED - flags
     return set()
+
+
+def cells_to_skip(nb, skip: set[str]) -> list[int]:
+    "Indices of the code cells nbdev_test would not run either."
+    return [i for i, c in enumerate(nb.cells) if c.cell_type == "code"
+            and (set(_FLAG.findall(c.source)) & skip or _NO_EVAL.search(c.source))]
 
 
 def run_notebook(path: Path, skip: set[str], timeout: int, save: bool = False) -> float:
     "Execute `path` in a fresh kernel started in its folder; return the seconds it took."
-    nb = nbformat.read(path, as_version=4)
-    skipped = {i: c.source for i, c in enumerate(nb.cells)
-               if c.cell_type == "code" and set(_FLAG.findall(c.source)) & skip}
-    for i in skipped: nb.cells[i].source = ""  # an empty cell runs as a no-op and keeps the cell order
+    original = nbformat.read(path, as_version=4)
+    nb = copy.deepcopy(original)
+    skipped = cells_to_skip(nb, skip)
+    for i in skipped: nb.cells[i].metadata.setdefault("tags", []).append(SKIP_TAG)
     start = time.perf_counter()
-    NotebookClient(nb, timeout=timeout, kernel_name="python3",
+    NotebookClient(nb, timeout=timeout, kernel_name="python3", skip_cells_with_tag=SKIP_TAG,
                    resources={"metadata": {"path": str(path.parent)}}).execute()
     seconds = time.perf_counter() - start
     if save:
-        for i, source in skipped.items(): nb.cells[i].update(source=source, outputs=[], execution_count=None)
+        for i in skipped: nb.cells[i] = original.cells[i]  # tags and outputs as they were
         nbformat.write(nb, path)
     return seconds
 
@@ -51,7 +67,7 @@ def run_notebook(path: Path, skip: set[str], timeout: int, save: bool = False) -
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("notebooks", nargs="*", type=Path, help="default: every nbs/*.ipynb")
-    parser.add_argument("--flags", nargs="*", default=[], help="tst_flags to run, e.g. cuda")
+    parser.add_argument("--flags", nargs="*", default=[], help="tst_flags whose cells run too, e.g. notest")
     parser.add_argument("--save", action="store_true", help="write the outputs back into the notebooks")
     parser.add_argument("--timeout", type=int, default=600, help="seconds allowed per cell")
     args = parser.parse_args(argv)

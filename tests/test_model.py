@@ -1,0 +1,331 @@
+"""tiny_gpt.model against references: transformers' GPT-2 (logits, greedy text, parameter counts), the
+uncached loop (KV cache), eager mode (torch.compile), float32 (bfloat16 autocast), and the generate command."""
+import argparse
+
+import pytest
+import torch
+from transformers import GPT2Config, GPT2LMHeadModel
+
+from tiny_gpt.model import (GPT2_PRESETS, GPT_CONFIG_124M, GPTModel, KVCache, generate, gpt2_config_from_hf,
+                            gpt2_preset, load_gpt2_weights, add_generate_parser, run_generate)
+
+TINY_HF = dict(n_layer=2, n_head=4, n_embd=64, vocab_size=50257, n_positions=128)
+PROMPT = torch.tensor([[15496, 11, 314, 716, 257, 1332]])  # "Hello, I am a test"
+
+
+@pytest.fixture(scope="module")
+def hf():
+    "A small random GPT-2 with every parameter moved off its initial value (ones, zeros, N(0, 0.02))."
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(GPT2Config(**TINY_HF)).eval()
+    with torch.no_grad():
+        for p in model.parameters(): p.add_(torch.randn_like(p) * 0.1)
+    return model
+
+
+@pytest.fixture(scope="module")
+def ours(hf):
+    return load_gpt2_weights(GPTModel(gpt2_config_from_hf(hf.config.to_dict())), hf.state_dict()).eval()
+
+
+def ids(n=24, batch=3, seed=1):
+    return torch.randint(0, 50257, (batch, n), generator=torch.Generator().manual_seed(seed))
+
+
+def max_diff(model, hf, x):
+    with torch.no_grad(): return (model(x) - hf(x).logits).abs().max().item()
+
+
+def test_logits_from_state_dict(ours, hf):
+    assert max_diff(ours, hf, ids()) <= 1e-4
+
+
+def test_hub_layout_without_prefix_and_with_mask_buffers(hf):
+    "The original hub files: no `transformer.` prefix, the attention's bias/masked_bias buffers present."
+    state = {k.removeprefix("transformer."): v for k, v in hf.state_dict().items() if k != "lm_head.weight"}
+    for i in range(TINY_HF["n_layer"]):
+        state[f"h.{i}.attn.bias"] = torch.tril(torch.ones(128, 128)).view(1, 1, 128, 128)
+        state[f"h.{i}.attn.masked_bias"] = torch.tensor(-1e4)
+    model = load_gpt2_weights(GPTModel(gpt2_config_from_hf(hf.config.to_dict())), state).eval()
+    assert max_diff(model, hf, ids()) <= 1e-4
+
+
+@pytest.mark.parametrize("kind", ["safetensors", "bin", "bin-file", "hf-cache"])
+def test_logits_from_folder(hf, tmp_path, kind):
+    hf.save_pretrained(tmp_path / "m")  # transformers 5 writes model.safetensors
+    source = tmp_path / "m"
+    if kind.startswith("bin"):  # the older format: a torch pickle, read with weights_only=True
+        (source / "model.safetensors").unlink()
+        torch.save(hf.state_dict(), source / "pytorch_model.bin")
+        if kind == "bin-file": source = source / "pytorch_model.bin"
+    if kind == "hf-cache":  # models--x/refs/main names snapshots/<hash>/
+        cache = tmp_path / "models--tiny"
+        (cache / "snapshots").mkdir(parents=True)
+        (tmp_path / "m").rename(cache / "snapshots" / "abc123")
+        (cache / "refs").mkdir()
+        (cache / "refs" / "main").write_text("abc123")
+        source = cache
+    model = load_gpt2_weights(GPTModel(gpt2_config_from_hf(hf.config.to_dict())), source).eval()
+    assert max_diff(model, hf, ids()) <= 1e-4
+
+
+def test_greedy_40_tokens_like_transformers(ours, hf):
+    expected = hf.generate(PROMPT, max_new_tokens=40, do_sample=False, pad_token_id=0, eos_token_id=None)
+    assert expected.shape == (1, 46)
+    for use_cache in (True, False):
+        assert torch.equal(generate(ours, PROMPT, 40, context_size=128, use_cache=use_cache), expected)
+
+
+def test_parameter_counts_like_transformers():
+    "GPT-2 as released (tied head, q/k/v biases) against GPT2LMHeadModel; the book's untied layout pinned."
+    for name, n_embd, n_layer, n_head in [("gpt2", 768, 12, 12), ("gpt2-medium", 1024, 24, 16)]:
+        with torch.device("meta"):
+            reference = GPT2LMHeadModel(GPT2Config(n_embd=n_embd, n_layer=n_layer, n_head=n_head))
+            ours = GPTModel(gpt2_preset(name))
+        assert ours.cfg == GPT2_PRESETS[name]
+        assert sum(p.numel() for p in ours.parameters()) == reference.num_parameters()
+    assert reference.num_parameters() == 354_823_168 and GPT2_PRESETS["gpt2"].tie_embeddings
+    book = GPTModel(GPT_CONFIG_124M)  # real tensors this time: the book's 163 M
+    total = sum(p.numel() for p in book.parameters())
+    assert (total, total - book.out_head.weight.numel()) == (163_009_536, 124_412_160)
+
+
+def test_real_gpt2_small_loads_transformers_weights():
+    "Full-size GPT-2 small, real tensors: transformers' random weights in, the same logits out."
+    torch.manual_seed(0)
+    reference = GPT2LMHeadModel(GPT2Config()).eval()
+    assert reference.num_parameters() == 124_439_808
+    model = load_gpt2_weights(GPTModel(gpt2_preset("gpt2")), reference.state_dict()).eval()
+    assert sum(p.numel() for p in model.parameters()) == 124_439_808
+    assert max_diff(model, reference, ids(16, batch=1)) <= 1e-4
+
+
+def test_meta_model_takes_the_tensors(hf, tmp_path):
+    "A model built on the meta device is filled without random init: same logits, head still tied, no aliasing."
+    with torch.device("meta"): model = GPTModel(gpt2_config_from_hf(hf.config.to_dict()))
+    state = hf.state_dict()
+    load_gpt2_weights(model, state).eval()
+    assert model.out_head.weight is model.emb.tok_emb.weight
+    assert not any(p.is_meta for p in model.parameters()) and max_diff(model, hf, ids()) <= 1e-4
+    assert all(p.data_ptr() != q.data_ptr() for p in model.parameters() for q in hf.parameters())  # a caller's dict
+    hf.save_pretrained(tmp_path)
+    with torch.device("meta"): from_file = GPTModel(gpt2_config_from_hf(tmp_path))
+    assert max_diff(load_gpt2_weights(from_file, tmp_path).eval(), hf, ids()) <= 1e-4
+    assert all(p.is_contiguous() for p in from_file.parameters())
+
+
+def test_wrong_shapes_and_layouts_refused(hf):
+    state = hf.state_dict()
+    with pytest.raises(ValueError, match=r"h\.0\.ln_1\.weight has shape \(64,\) in the weights but the model's "
+                                         r"trf_blocks\.0\.norm1\.weight has \(128,\)"):
+        wide = {**gpt2_config_from_hf(hf.config.to_dict()).__dict__, "emb_dim": 128}
+        load_gpt2_weights(GPTModel(wide), {k: v for k, v in state.items() if "wte" not in k and "wpe" not in k
+                                           and "lm_head" not in k} | {"wte.weight": torch.zeros(50257, 128),
+                                                                      "wpe.weight": torch.zeros(128, 128)})
+    with pytest.raises(ValueError, match="the weights have 2 transformer blocks and the model has 12"):
+        load_gpt2_weights(GPTModel(gpt2_preset("gpt2")), state)
+    small = {**gpt2_config_from_hf(hf.config.to_dict()).__dict__, "qkv_bias": False}
+    with pytest.raises(ValueError, match="build it with qkv_bias=True"):
+        load_gpt2_weights(GPTModel(small), state)
+    with pytest.raises(ValueError, match="score.weight is not a tensor of GPT-2"):
+        load_gpt2_weights(GPTModel(gpt2_config_from_hf(hf.config.to_dict())), {**state, "score.weight": torch.zeros(2)})
+
+
+def test_folder_without_weights(hf, tmp_path):
+    with pytest.raises(FileNotFoundError, match="holds none of model.safetensors"):
+        load_gpt2_weights(GPTModel(gpt2_config_from_hf(hf.config.to_dict())), tmp_path)
+
+
+def test_safetensors_missing_is_a_clear_error(hf, tmp_path, monkeypatch):
+    hf.save_pretrained(tmp_path)
+    monkeypatch.setitem(__import__("sys").modules, "safetensors.torch", None)  # as if not installed
+    with pytest.raises(ImportError, match="pip install safetensors"):
+        load_gpt2_weights(GPTModel(gpt2_config_from_hf(tmp_path)), tmp_path / "model.safetensors")
+
+
+def small_model(context_length=16, seed=0, **kw):
+    torch.manual_seed(seed)
+    cfg = dict(vocab_size=97, context_length=context_length, emb_dim=32, n_heads=4, n_layers=2, drop_rate=0.0,
+               qkv_bias=True) | kw
+    return GPTModel(cfg).eval()
+
+
+def test_cache_costs_one_position_per_token():
+    model, fed = small_model(context_length=64), []
+    model.emb.tok_emb.register_forward_hook(lambda m, args, out: fed.append(args[0].shape[1]))
+    generate(model, torch.tensor([[1, 2, 3, 4, 5]]), max_new_tokens=20, context_size=64)
+    assert fed == [5] + [1] * 19
+    fed.clear()
+    generate(model, torch.tensor([[1, 2, 3, 4, 5]]), max_new_tokens=20, context_size=64, use_cache=False)
+    assert fed == list(range(5, 25))  # the uncached loop feeds the whole sequence every step
+
+
+@pytest.mark.parametrize("context_size", [16, 7, 1])
+def test_cached_equals_uncached_also_past_the_context(context_size):
+    "Greedy tokens with and without the cache are identical, also once the window slides (cache refilled)."
+    model, fed = small_model(), []
+    prompt = torch.randint(0, 97, (3, 5), generator=torch.Generator().manual_seed(3))
+    a = generate(model, prompt, max_new_tokens=30, context_size=context_size)
+    b = generate(model, prompt, max_new_tokens=30, context_size=context_size, use_cache=False)
+    assert torch.equal(a, b) and a.shape == (3, 35)
+    model.emb.tok_emb.register_forward_hook(lambda m, args, out: fed.append(args[0].shape[1]))
+    generate(model, prompt, max_new_tokens=30, context_size=context_size)
+    assert max(fed) <= context_size  # cropped to the last context_size tokens
+
+
+def test_cached_logits_match_full_forward_chunked():
+    "Prefill, then a chunk of several positions after cached ones (the masked branch), then one at a time."
+    model = small_model(context_length=32)
+    x = torch.randint(0, 97, (2, 20), generator=torch.Generator().manual_seed(4))
+    full = model(x)
+    cache = KVCache(2, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(model.forward_cached(x[:, :6], cache), full[:, 5])
+        torch.testing.assert_close(model.forward_cached(x[:, 6:15], cache), full[:, 14])
+        for t in range(15, 20): torch.testing.assert_close(model.forward_cached(x[:, t:t + 1], cache), full[:, t])
+
+
+def test_sampling_reproducible_and_eos():
+    model = small_model()
+    prompt = torch.tensor([[1, 2, 3]])
+    torch.manual_seed(5)
+    a = generate(model, prompt, 20, 16, temperature=1.0, top_k=5, top_p=0.9)
+    torch.manual_seed(5)
+    b = generate(model, prompt, 20, 16, temperature=1.0, top_k=5, top_p=0.9, use_cache=False)
+    assert torch.equal(a, b)
+    greedy = generate(model, prompt, 20, 16)
+    eos = greedy[0, 6].item()
+    stopped = generate(model, prompt, 20, 16, eos_id=eos)
+    first = (greedy[0, 3:] == eos).nonzero()[0].item() + 3
+    assert torch.equal(stopped, greedy[:, :first + 1])  # stops after writing eos_id, which is kept
+
+
+def test_top_k_and_top_p_against_hand_computed():
+    from tiny_gpt.model import next_token, _top_p_filter
+    logits = torch.tensor([[4.51, 0.89, -1.90, 6.75, 1.63, -1.62, -1.89, 6.28, 1.79]])
+    torch.manual_seed(0)
+    draws = next_token(logits.expand(2000, -1), temperature=1.0, top_k=3)
+    assert set(draws.flatten().tolist()) <= {0, 3, 7}
+    probs = torch.softmax(logits[0], 0)  # 0.572, 0.357, 0.0617 for forward, toward, closer
+    assert torch.isfinite(_top_p_filter(logits, float(probs[3]) + 1e-3)).sum() == 2
+    assert torch.isfinite(_top_p_filter(logits, float(probs[3]) - 1e-3)).sum() == 1
+
+
+def test_generate_argument_errors():
+    model = small_model()
+    prompt = torch.tensor([[1, 2]])
+    for kwargs, message in [(dict(context_size=17), "context_length 16"), (dict(temperature=-1), "temperature"),
+                            (dict(top_p=0.0), "top_p"), (dict(top_k=2.5), "top_k")]:
+        with pytest.raises(ValueError, match=message):
+            generate(model, prompt, 3, **{"context_size": 16, **kwargs})
+    with pytest.raises(ValueError, match="unsqueeze|torch.tensor"):
+        generate(model, torch.tensor([1, 2]), 3, 16)
+
+
+def test_compile_fullgraph_forward_and_backward():
+    model = small_model(context_length=32).train()
+    x = torch.randint(0, 97, (2, 32), generator=torch.Generator().manual_seed(6))
+    compiled = torch.compile(model, fullgraph=True)
+    out = compiled(x)
+    torch.testing.assert_close(out, model(x), atol=1e-5, rtol=1e-5)  # drop_rate 0: train mode is deterministic
+    out.logsumexp(-1).mean().backward()
+    assert all(p.grad is not None for p in model.parameters())
+
+
+def test_compile_fullgraph_eval_forward_and_cached_prefill():
+    "Inference compiles too: the eval-mode forward and a prefill (forward_cached on an empty cache)."
+    model = small_model(context_length=32).eval()
+    x = torch.randint(0, 97, (2, 20), generator=torch.Generator().manual_seed(8))
+    with torch.no_grad():
+        eager = model(x)
+        torch.testing.assert_close(torch.compile(model, fullgraph=True)(x), eager, atol=1e-5, rtol=1e-5)
+        prefill = torch.compile(lambda ids, cache: model.forward_cached(ids, cache), fullgraph=True)
+        cache = KVCache(len(model.trf_blocks), 32)
+        last = prefill(x, cache)
+    assert cache.pos == 20
+    torch.testing.assert_close(last, eager[:, -1], atol=1e-5, rtol=1e-5)  # the full forward's last logits
+    with torch.no_grad(): after = model.forward_cached(x[:, -1:], cache)   # the compiled prefill filled the cache
+    torch.testing.assert_close(after, model(torch.cat([x, x[:, -1:]], 1))[:, -1], atol=1e-5, rtol=1e-5)
+
+
+def test_bfloat16_autocast_close_to_float32():
+    model = small_model(context_length=32)
+    x = torch.randint(0, 97, (2, 32), generator=torch.Generator().manual_seed(7))
+    with torch.no_grad():
+        ref = model(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low = model(x)
+            text = generate(model, x[:, :4], 10, 32)
+    assert low.dtype == torch.bfloat16 and text.shape == (2, 14)
+    assert (low.float() - ref).abs().max() < 0.05 * ref.abs().max()
+
+
+def test_config_forms():
+    model = GPTModel({**GPT_CONFIG_124M, "n_layers": 1, "emb_dim": 64, "n_heads": 4, "context_length": 32})
+    assert model.cfg["drop_rate"] == 0.1 and not model.cfg.tie_embeddings
+    assert model.out_head.weight is not model.emb.tok_emb.weight
+    lean = GPTModel({**GPT_CONFIG_124M, "n_layers": 1, "emb_dim": 64, "n_heads": 4, "context_length": 32,
+                     "bias": False, "tie_embeddings": True})
+    assert lean.out_head.weight is lean.emb.tok_emb.weight
+    assert not [n for n, _ in lean.named_parameters() if n.endswith("bias")]
+    with pytest.raises(ValueError, match="unknown preset"): gpt2_preset("gpt2-tiny")
+    with pytest.raises(ValueError, match="lacks"): GPTModel({"vocab_size": 10})
+
+
+# --- the `tiny-gpt generate` command's functions ---
+
+def parse(*argv):
+    parser = argparse.ArgumentParser(prog="tiny-gpt")
+    add_generate_parser(parser.add_subparsers(dest="command"))
+    return parser.parse_args(["generate", *argv])
+
+
+def test_cli_with_weights_prints_transformers_greedy_text(hf, tmp_path, capsys):
+    from tiny_gpt.tokenizers import TikTokenizer  # tiktoken's GPT-2 encoding from local files
+    hf.save_pretrained(tmp_path)
+    assert run_generate(parse("--prompt", "Hello, I am a test", "--weights", str(tmp_path),
+                              "--max-new-tokens", "12")) == 0
+    expected = hf.generate(PROMPT, max_new_tokens=12, do_sample=False, pad_token_id=0, eos_token_id=50256)
+    out, err = capsys.readouterr()
+    ids = expected[0].tolist()
+    if ids[-1] == 50256: ids = ids[:-1]
+    assert out == TikTokenizer("gpt2").decode(ids) + "\n" and "random" not in err
+
+
+def test_cli_without_weights_warns_and_is_reproducible(capsys):
+    args = parse("--prompt", "Hi there", "--max-new-tokens", "3", "--seed", "1", "--temperature", "0.8",
+                 "--top-k", "40")
+    assert run_generate(args) == 0
+    first = capsys.readouterr()
+    assert "random and write noise" in first.err and "--weights" in first.err and first.out.startswith("Hi there")
+    run_generate(args)
+    assert capsys.readouterr().out == first.out
+
+
+def test_cli_errors_name_the_fix(hf, tmp_path):
+    with pytest.raises(ValueError, match="unknown preset 'gpt3'; choose one of gpt2"):
+        run_generate(parse("--prompt", "Hi", "--preset", "gpt3"))
+    with pytest.raises(ValueError, match="the prompt has 1100 tokens and the model reads at most 1024: shorten"):
+        run_generate(parse("--prompt", " a" * 1100))
+    torch.save(hf.state_dict(), tmp_path / "pytorch_model.bin")  # no config.json: the gpt2 preset is assumed
+    with pytest.raises(ValueError, match=r"2 transformer blocks and the model has 12: .*choose the --preset"):
+        run_generate(parse("--prompt", "Hi", "--weights", str(tmp_path / "pytorch_model.bin")))
+    with pytest.raises(ValueError, match="--prompt is empty"):
+        run_generate(parse("--prompt", ""))
+
+
+def test_cli_one_line_errors_and_the_gpt2_small_alias(tmp_path, capsys):
+    "An empty --weights folder and --temperature nan are one-line errors; --preset gpt2-small is gpt2."
+    from tiny_gpt.cli import BadInput, main
+    from tiny_gpt.model import _generate_config
+    with pytest.raises(BadInput, match="holds none of model.safetensors"):
+        run_generate(parse("--prompt", "Hi", "--weights", str(tmp_path)))
+    with pytest.raises(BadInput, match="--temperature must be >= 0"):
+        run_generate(parse("--prompt", "Hi", "--temperature", "nan"))
+    capsys.readouterr()
+    for argv in (["--weights", str(tmp_path)], ["--temperature", "nan"]):
+        assert main(["generate", "--prompt", "Hi", *argv]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("tiny-gpt: error: ") and err.count("\n") == 1 and "Traceback" not in err
+    small = _generate_config(parse("--prompt", "Hi", "--preset", "gpt2-small"))
+    assert (small.emb_dim, small.n_layers, small.n_heads, small.context_length) == (768, 12, 12, 1024)
