@@ -1,0 +1,336 @@
+"""tiny_gpt.train: losses against hand computations, the schedule against nanoGPT's numbers, exact resume,
+atomic checkpoints (a writer killed mid-save), loading that never runs code, and the character tokenizer."""
+import math
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from tiny_gpt.data import tiny_data_loader
+from tiny_gpt.io import corpus_path
+from tiny_gpt.train import (CHECKPOINT_NAME, CharTokenizer, TrainSettings, calc_loss_batch, calc_loss_loader,
+                            cosine_lr, evaluate, load_checkpoint, make_adamw, save_checkpoint, tokenizer_from_info,
+                            tokenizer_info, train)
+
+VOCAB = 48
+
+
+class TinyLM(nn.Module):
+    "A stand-in language model: embeddings, dropout, a causal running mean, an MLP, a head. Any ids → logits module works."
+    def __init__(self, vocab=VOCAB, dim=32, context=16, drop=0.1):
+        super().__init__()
+        self.tok, self.pos = nn.Embedding(vocab, dim), nn.Embedding(context, dim)
+        self.drop, self.norm = nn.Dropout(drop), nn.LayerNorm(dim)
+        self.mlp = nn.Sequential(nn.Linear(dim, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim))
+        self.head = nn.Linear(dim, vocab, bias=False)
+        self.cfg = {"vocab_size": vocab, "emb_dim": dim, "context_length": context, "drop_rate": drop}
+
+    def forward(self, ids):                                       # (b, t)
+        t = ids.shape[1]
+        x = self.drop(self.tok(ids) + self.pos(torch.arange(t, device=ids.device)))  # (b, t, dim)
+        x = x + x.cumsum(1) / torch.arange(1, t + 1, device=ids.device)[:, None]      # + a causal running mean
+        return self.head(self.norm(x + self.mlp(x)))              # (b, t, vocab)
+
+
+def token_ids(n=4000, seed=0):
+    "A token stream with structure to learn: a noisy walk over the vocabulary."
+    rng = np.random.default_rng(seed)
+    return torch.from_numpy((np.cumsum(rng.integers(1, 4, n)) % VOCAB).astype(np.int64))
+
+
+def loaders(workers=0, sampling="random", batch=4, seed=7, num_batches=5):
+    ids = token_ids()
+    train_ids, val_ids = ids[:3600], ids[3600:]
+    kw = dict(batch_size=batch, max_length=16, stride=16, seed=seed, num_workers=workers)
+    tr = tiny_data_loader(train_ids, sampling=sampling, num_batches=num_batches if sampling == "random" else None, **kw)
+    va = tiny_data_loader(val_ids, shuffle=False, **kw)
+    return tr, va
+
+
+def model(seed=0, **kw):
+    torch.manual_seed(seed)
+    return TinyLM(**kw)
+
+
+# ---------------------------------------------------------------- losses, schedule, optimizer
+def test_calc_loss_batch_is_the_mean_negative_log_probability_of_the_targets():
+    m = model(drop=0.0).eval()
+    x, y = torch.randint(0, VOCAB, (3, 16)), torch.randint(0, VOCAB, (3, 16))
+    with torch.no_grad(): probs = torch.softmax(m(x).double(), dim=-1)                       # by hand: softmax, pick, log, mean
+    by_hand = -sum(math.log(probs[b, t, y[b, t]].item()) for b in range(3) for t in range(16)) / 48
+    assert calc_loss_batch(x, y, m, "cpu").item() == pytest.approx(by_hand, abs=1e-5)
+
+
+def test_calc_loss_loader_averages_the_first_batches():
+    m, (tr, _) = model(drop=0.0).eval(), loaders(sampling="windows")
+    batches = list(tr)[:3]
+    with torch.no_grad(): expected = sum(calc_loss_batch(x, y, m, "cpu").item() for x, y in batches) / 3
+    tr.batch_sampler.set_epoch(0)
+    assert calc_loss_loader(tr, m, "cpu", num_batches=3) == pytest.approx(expected, abs=1e-6)
+    assert math.isnan(calc_loss_loader([], m, "cpu"))
+
+
+def test_evaluate_uses_eval_mode_and_the_same_batches_every_time():
+    m, (tr, va) = model(), loaders()
+    first, second = evaluate(m, tr, va, "cpu", 3), evaluate(m, tr, va, "cpu", 3)
+    assert first == second and m.training                             # dropout off inside, back on after
+
+
+def test_cosine_lr_matches_nanogpts_numbers():
+    lr = lambda step: cosine_lr(step, 1e-3, 1e-4, 100, 2000)
+    assert lr(0) == pytest.approx(1e-3 / 101) and lr(99) == pytest.approx(1e-3 * 100 / 101)
+    assert lr(100) == pytest.approx(1e-3)
+    assert lr(1050) == pytest.approx(5.5e-4)                           # half way down the cosine
+    assert lr(2000) == lr(5000) == pytest.approx(1e-4)
+    assert all(lr(s) >= lr(s + 1) for s in range(100, 2000))
+
+
+def test_adamw_decays_matrices_only():
+    m = model()
+    opt = make_adamw(m, weight_decay=0.1)
+    decayed, plain = opt.param_groups
+    assert decayed["weight_decay"] == 0.1 and plain["weight_decay"] == 0.0
+    assert {p.dim() for p in decayed["params"]} == {2} and {p.dim() for p in plain["params"]} == {1}
+    assert len(decayed["params"]) + len(plain["params"]) == len(list(m.parameters()))
+
+
+def test_training_lowers_the_loss():
+    (tr, va), m = loaders(sampling="windows"), model()
+    before = evaluate(m, tr, va, "cpu", 5)[1]
+    h = train(m, tr, va, max_steps=40, lr=1e-2, warmup_steps=5, eval_interval=20, eval_iters=5, progress=False)
+    ev = h["eval"]
+    assert ev["step"] == [20, 40] and ev["val_loss"][-1] < before - 1.0
+    assert len(h["log"]["loss"]) == 4 and h["log"]["tokens_seen"][-1] == 40 * 4 * 16
+
+
+def test_clipping_changes_the_update_only_above_the_limit():
+    "Adam is almost scale-invariant, but gradients clipped to a norm of 1e-6 meet its eps (1e-8): smaller steps."
+    def update(clip):
+        (tr, _), m = loaders(), model(drop=0.0)
+        before = [p.detach().clone() for p in m.parameters()]
+        train(m, tr, None, max_steps=1, lr=1e-3, warmup_steps=0, weight_decay=0.0, grad_clip=clip, eval_iters=1,
+              progress=False)
+        return torch.cat([(p - b).flatten() for p, b in zip(m.parameters(), before)])
+    free, loose, tight = update(None), update(1e9), update(1e-6)
+    assert torch.equal(free, loose)                                   # a limit never reached changes nothing
+    assert tight.abs().sum() < 0.9 * free.abs().sum()                 # a limit reached shrinks the step
+
+
+# ---------------------------------------------------------------- exact resume
+def run_to_end(tmp_path, stop_after=None, workers=2, sampling="random", accum=2, drop=0.1, max_steps=12):
+    settings = TrainSettings(max_steps=max_steps, lr=3e-3, warmup_steps=5, grad_accum_steps=accum, eval_interval=4,
+                             eval_iters=2, log_interval=1)
+    tr, va = loaders(workers, sampling)
+    m = model(drop=drop)
+    h = train(m, tr, va, settings, out_dir=tmp_path, stop_after=stop_after, progress=False)
+    if stop_after is not None:
+        assert h["stopped_at"]["micro_batch"] == stop_after
+        tr, va = loaders(workers, sampling, seed=999)                 # the checkpoint's data seed wins
+        m = model(seed=1, drop=drop)                                   # the checkpoint's weights win
+        h = train(m, tr, va, settings, out_dir=tmp_path, resume=True, progress=False)
+    return h, m, load_checkpoint(tmp_path)
+
+
+def assert_same_run(a, b):
+    (ha, ma, ca), (hb, mb, cb) = a, b
+    assert ha["log"]["loss"] == hb["log"]["loss"]                     # bitwise: == on floats
+    for k in ("step", "train_loss", "val_loss", "tokens_seen", "lr"): assert ha["eval"][k] == hb["eval"][k]
+    for (n, p), (_, q) in zip(ma.named_parameters(), mb.named_parameters()): assert torch.equal(p, q), n
+    sa, sb = ca["optimizer"]["state"], cb["optimizer"]["state"]
+    assert sa.keys() == sb.keys()
+    for i in sa:
+        for k in sa[i]: assert torch.equal(sa[i][k], sb[i][k]), (i, k)
+
+
+@pytest.mark.parametrize("stop_after", [7, 10, 16], ids=["mid-accumulation+warmup", "mid-epoch", "after-eval"])
+def test_resume_is_exact_with_dropout_random_offsets_and_two_workers(tmp_path, stop_after):
+    straight = run_to_end(tmp_path / "straight")
+    resumed = run_to_end(tmp_path / "resumed", stop_after=stop_after)
+    assert_same_run(straight, resumed)
+    assert straight[0]["log"]["step"] == list(range(1, 13))
+
+
+def test_resume_is_exact_with_shuffled_windows_in_process(tmp_path):
+    straight = run_to_end(tmp_path / "a", workers=0, sampling="windows", accum=3, max_steps=9)
+    resumed = run_to_end(tmp_path / "b", stop_after=11, workers=0, sampling="windows", accum=3, max_steps=9)
+    assert_same_run(straight, resumed)
+
+
+def test_a_different_stop_changes_nothing_but_a_different_seed_does(tmp_path):
+    "The exact-resume test can fail: another data seed gives other losses."
+    a = run_to_end(tmp_path / "a", workers=0, max_steps=4)
+    tr, va = loaders(0, seed=8)
+    h = train(model(), tr, va, TrainSettings(max_steps=4, lr=3e-3, warmup_steps=5, grad_accum_steps=2,
+                                            eval_interval=4, eval_iters=2, log_interval=1), progress=False)
+    assert h["log"]["loss"] != a[0]["log"]["loss"]
+
+
+# ---------------------------------------------------------------- checkpoints: refusals, atomicity, safety
+def test_resume_refuses_another_config_or_tokenizer(tmp_path):
+    tr, va = loaders()
+    train(model(), tr, va, max_steps=2, eval_iters=1, out_dir=tmp_path, tokenizer=CharTokenizer("abc"), progress=False)
+    with pytest.raises(ValueError, match=r"another model config \(emb_dim: 32 → 16"):
+        train(model(dim=16), tr, va, max_steps=4, out_dir=tmp_path, resume=True, tokenizer=CharTokenizer("abc"))
+    with pytest.raises(ValueError, match="another tokenizer"):
+        train(model(), tr, va, max_steps=4, out_dir=tmp_path, resume=True, tokenizer=CharTokenizer("abd"))
+    with pytest.raises(ValueError, match="holds another run"):
+        train(model(), tr, va, max_steps=4, out_dir=tmp_path, progress=False)
+
+
+WRITER = textwrap.dedent("""
+    import io, sys, time, torch
+    import tiny_gpt.train as t
+    path = sys.argv[1]
+    t.save_checkpoint(path, {"format": t.CHECKPOINT_FORMAT, "config": None, "tokenizer": None, "v": torch.ones(1000)})
+    real_save = torch.save
+    def slow_save(obj, f):                      # a save that is half written when the process dies
+        buf = io.BytesIO(); real_save(obj, buf); data = buf.getvalue()
+        f.write(data[: len(data) // 2]); f.flush()
+        print("half", flush=True); time.sleep(60)
+    t.torch.save = slow_save
+    t.save_checkpoint(path, {"format": t.CHECKPOINT_FORMAT, "config": None, "tokenizer": None, "v": torch.zeros(10**6)})
+""")
+
+
+def test_a_writer_killed_mid_save_leaves_the_previous_checkpoint(tmp_path):
+    path = tmp_path / CHECKPOINT_NAME
+    p = subprocess.Popen([sys.executable, "-c", WRITER, str(path)], stdout=subprocess.PIPE, text=True)
+    try: assert p.stdout.readline().strip() == "half"
+    finally: p.send_signal(signal.SIGKILL); p.wait()
+    stale = list(tmp_path.glob(".checkpoint.pt.*.tmp"))
+    assert len(stale) == 1 and stale[0].stat().st_size > 0            # the half-written file is there...
+    assert torch.equal(load_checkpoint(path)["v"], torch.ones(1000))  # ...ignored: the previous one loads
+    save_checkpoint(path, {"format": "tiny_gpt.checkpoint", "config": None, "tokenizer": None, "v": torch.ones(2)})
+    assert not stale[0].exists() and load_checkpoint(path)["v"].shape == (2,)  # and cleaned by the next save
+
+
+class Exploit:
+    def __reduce__(self): return (os.system, (f"touch {MARKER}",))
+
+
+MARKER = None
+
+
+def test_loading_never_runs_code_from_the_file(tmp_path):
+    global MARKER
+    MARKER = tmp_path / "pwned"
+    path = tmp_path / CHECKPOINT_NAME
+    torch.save({"format": "tiny_gpt.checkpoint", "model": Exploit()}, path)  # a real torch file that runs a command
+    with open(tmp_path / "plain.pkl", "wb") as f: pickle.dump(Exploit(), f)
+    for bad in (path, tmp_path / "plain.pkl"):
+        with pytest.raises(ValueError, match="not a checkpoint that loads without running code"): load_checkpoint(bad)
+    assert not MARKER.exists()
+    os.system(f"touch {MARKER}")                                       # the check can fail: the command does work
+    assert MARKER.exists()
+
+
+# ---------------------------------------------------------------- CharTokenizer
+def test_char_tokenizer_on_tiny_shakespeare_has_nanogpts_65_characters(tmp_path):
+    text = corpus_path("tinyshakespeare.txt").read_text(encoding="utf-8")
+    tok = CharTokenizer(text)
+    assert tok.get_n_vocab_tokens() == 65 and tok.chars[:3] == ["\n", " ", "!"]  # nanoGPT's prepare.py prints 65
+    ids = tok.encode(text[:1000])
+    assert tok.decode(ids) == text[:1000] and tok.decode(torch.tensor(ids)) == text[:1000]
+    again = CharTokenizer.load(tok.save(tmp_path / "char.json"))
+    assert again.chars == tok.chars and tokenizer_info(tokenizer_from_info(tokenizer_info(tok))) == tokenizer_info(tok)
+
+
+def test_char_tokenizer_names_unknown_characters():
+    tok = CharTokenizer("hello world")
+    with pytest.raises(ValueError, match=r"2 character\(s\).*'!é'"): tok.encode("hello é!")
+    with pytest.raises(ValueError, match="outside this vocabulary"): tok.decode([99])
+
+
+# ---------------------------------------------------------------- the command line
+def cli_args(*argv):
+    import argparse
+    from tiny_gpt.train import add_train_parser
+    parser = argparse.ArgumentParser(prog="tiny-gpt")
+    add_train_parser(parser.add_subparsers())
+    return parser.parse_args(["train", *argv])
+
+
+@pytest.fixture
+def small_text(tmp_path):
+    path = tmp_path / "verdict.txt"
+    path.write_text(corpus_path("the-verdict.txt").read_text(encoding="utf-8")[:6000], encoding="utf-8")
+    return path
+
+
+RUN = ["--tokenizer", "char", "--preset", "tiny", "--eval-interval", "2", "--eval-iters", "1", "--batch-size", "4",
+       "--quiet"]
+
+
+def one_line_error(exc_type, *argv):
+    from tiny_gpt.train import run_train
+    with pytest.raises(exc_type) as e: run_train(cli_args(*argv))
+    assert "\n" not in str(e.value)
+    return str(e.value)
+
+
+def test_cli_refuses_missing_data_and_empty_store(tmp_path):
+    assert "no data at" in one_line_error(FileNotFoundError, str(tmp_path / "nope"), "--out", str(tmp_path / "o"))
+    (tmp_path / "store").mkdir()
+    assert "no token store header" in one_line_error(FileNotFoundError, str(tmp_path / "store"), "--out",
+                                                     str(tmp_path / "o"))
+
+
+def test_cli_refuses_a_config_smaller_than_the_vocabulary(tmp_path, small_text):
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text('{"vocab_size": 10, "context_length": 16, "emb_dim": 16, "n_heads": 2, "n_layers": 1, '
+                   '"drop_rate": 0.0, "qkv_bias": false}')
+    msg = one_line_error(ValueError, str(small_text), "--out", str(tmp_path / "o"), "--config", str(cfg))
+    assert "vocab_size is 10 but the tokenizer has 50257 ids" in msg
+
+
+def test_cli_refuses_a_batch_larger_than_the_data(tmp_path, small_text):
+    msg = one_line_error(ValueError, str(small_text), "--out", str(tmp_path / "o"), *RUN, "--batch-size", "1000")
+    assert "fewer than batch_size=1000" in msg
+
+
+def test_cli_refuses_a_folder_holding_another_run_and_keeps_its_checkpoint(tmp_path, small_text):
+    from tiny_gpt.train import run_train
+    out = tmp_path / "run"
+    assert run_train(cli_args(str(small_text), "--out", str(out), *RUN, "--max-steps", "2")) == 0
+    before = (out / CHECKPOINT_NAME).read_bytes()
+    assert "holds another run: pass --resume" in one_line_error(ValueError, str(small_text), "--out", str(out), *RUN)
+    assert (out / CHECKPOINT_NAME).read_bytes() == before
+    assert "another model config" in one_line_error(ValueError, str(small_text), "--out", str(out), *RUN, "--resume",
+                                                    "--preset", "shakespeare-char")
+
+
+CLI_SCRIPT = textwrap.dedent("""
+    import argparse, sys
+    from tiny_gpt.train import add_train_parser
+    p = argparse.ArgumentParser(); add_train_parser(p.add_subparsers())
+    args = p.parse_args(["train", *sys.argv[1:]])
+    sys.exit(args.run(args))
+""")
+
+
+def test_ctrl_c_saves_a_checkpoint_and_resume_finishes(tmp_path, small_text):
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-c", CLI_SCRIPT, str(small_text), "--out", str(out), *RUN]
+    p = subprocess.Popen([*cmd, "--max-steps", "100000"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not (out / CHECKPOINT_NAME).exists() and time.time() < deadline and p.poll() is None: time.sleep(0.2)
+    p.send_signal(signal.SIGINT)
+    stdout, stderr = p.communicate(timeout=120)
+    assert p.returncode == 130, stderr[-2000:]
+    assert "stopped at step" in stderr and "Traceback" not in stderr
+    ckpt = load_checkpoint(out)
+    step = ckpt["position"]["step"]
+    assert ckpt["history"]["stopped_at"]["reason"] == "interrupted" and 2 <= step < 100000
+    r = subprocess.run([*cmd, "--resume", "--max-steps", str(step + 3)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert load_checkpoint(out)["position"]["step"] == step + 3
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == len(load_checkpoint(out)["history"]["eval"]["step"]) >= 2
