@@ -39,6 +39,15 @@ def machine() -> dict:
             "load_1min": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None, "versions": versions}
 
 
+def default_command() -> str:
+    "How this benchmark was started, with the script relative to the repository (no machine's folders)."
+    root = RESULTS.parents[1]
+    script = Path(sys.argv[0]).resolve() if sys.argv and sys.argv[0] else None
+    if script is not None and script.is_relative_to(root): argv0 = script.relative_to(root).as_posix()
+    else: argv0 = Path(sys.argv[0]).name if sys.argv else ""
+    return " ".join(["python", argv0, *sys.argv[1:]]).strip()
+
+
 def load() -> dict:
     "Everything recorded so far: {bench name: section}."
     return json.loads(RESULTS.read_text(encoding="utf-8")) if RESULTS.exists() else {}

@@ -11,6 +11,8 @@ import time
 
 import numpy as np
 import pytest
+
+from tiny_gpt.cli import BadInput, main as tiny_gpt_main
 import torch
 from torch import nn
 
@@ -277,9 +279,9 @@ def one_line_error(exc_type, *argv):
 
 
 def test_cli_refuses_missing_data_and_empty_store(tmp_path):
-    assert "no data at" in one_line_error(FileNotFoundError, str(tmp_path / "nope"), "--out", str(tmp_path / "o"))
+    assert "no data at" in one_line_error(BadInput, str(tmp_path / "nope"), "--out", str(tmp_path / "o"))
     (tmp_path / "store").mkdir()
-    assert "no token store header" in one_line_error(FileNotFoundError, str(tmp_path / "store"), "--out",
+    assert "no token store header" in one_line_error(BadInput, str(tmp_path / "store"), "--out",
                                                      str(tmp_path / "o"))
 
 
@@ -334,3 +336,13 @@ def test_ctrl_c_saves_a_checkpoint_and_resume_finishes(tmp_path, small_text):
     assert load_checkpoint(out)["position"]["step"] == step + 3
     lines = (out / "metrics.jsonl").read_text().splitlines()
     assert len(lines) == len(load_checkpoint(out)["history"]["eval"]["step"]) >= 2
+
+
+def test_the_command_line_prints_one_line_for_bad_input(tmp_path, small_text, capsys):
+    "Through `tiny-gpt train`: exit 2 and one line, for each refusal above."
+    out = str(tmp_path / "o")
+    for argv in ([str(tmp_path / "nope"), "--out", out], [str(small_text), "--out", out, *RUN, "--batch-size", "1000"],
+                 [str(small_text), "--out", out, *RUN, "--lr", "-1"]):
+        assert tiny_gpt_main(["train", *argv]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("tiny-gpt: error: ") and err.count("\n") == 1, err

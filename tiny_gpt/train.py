@@ -35,6 +35,7 @@ from .env import get_device
 from .io import atomic_write
 from .model import GPTModel, generate, init_gpt2_weights
 from .tokenizers import TikTokenizer
+from .cli import BadInput
 
 # %% auto #0
 __all__ = ['LOG_KEYS', 'EVAL_KEYS', 'CHAR_TOKENIZER_FORMAT', 'CHECKPOINT_NAME', 'METRICS_NAME', 'CHECKPOINT_FORMAT',
@@ -214,9 +215,9 @@ def _checked_settings(s: TrainSettings) -> TrainSettings:
     "`s` with its defaults filled in, after checking every count is a positive integer."
     for name in ("max_steps", "grad_accum_steps", "eval_interval", "log_interval"):
         if not isinstance(v := getattr(s, name), int) or isinstance(v, bool) or v < 1:
-            raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
-    if s.warmup_steps < 0: raise ValueError(f"warmup_steps must be >= 0, got {s.warmup_steps}")
-    if s.lr <= 0: raise ValueError(f"lr must be > 0, got {s.lr}")
+            raise BadInput(f"{name} must be an integer >= 1, got {v!r}")
+    if s.warmup_steps < 0: raise BadInput(f"warmup_steps must be >= 0, got {s.warmup_steps}")
+    if s.lr <= 0: raise BadInput(f"lr must be > 0, got {s.lr}")
     return dataclasses.replace(s, min_lr=s.lr / 10 if s.min_lr is None else s.min_lr, betas=tuple(s.betas),
                                decay_steps=s.max_steps if s.decay_steps is None else s.decay_steps)
 
@@ -443,7 +444,7 @@ def train(
     "Train `model` with AdamW, warmup + cosine, clipping and accumulation; return the history of losses."
     s = _checked_settings(dataclasses.replace(settings or TrainSettings(), **overrides))
     if len(train_loader) == 0:
-        raise ValueError("train_loader yields no batch: use more data or a smaller batch_size")
+        raise BadInput("train_loader yields no batch: use more data or a smaller batch_size")
     run = _Run(model, train_loader, val_loader, s, device, out_dir, config, tokenizer, amp)
     run.start(resume, compile)
     return run.loop(progress, stop_after, callback)
@@ -630,19 +631,19 @@ def load_checkpoint(
     path = Path(path)
     if path.is_dir(): path = path / CHECKPOINT_NAME
     if not path.is_file():
-        raise FileNotFoundError(f"no checkpoint at '{path}': train first, or pass the run's folder")
+        raise BadInput(f"no checkpoint at '{path}': train first, or pass the run's folder")
     try: ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ValueError(f"'{path}' is not a checkpoint that loads without running code ({first[:200]}); "
+        raise BadInput(f"'{path}' is not a checkpoint that loads without running code ({first[:200]}); "
                          "it was not loaded. Only load checkpoints written by tiny_gpt's train.") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"'{path}' is not a {CHECKPOINT_FORMAT} file: pass a checkpoint written by train")
+        raise BadInput(f"'{path}' is not a {CHECKPOINT_FORMAT} file: pass a checkpoint written by train")
     if diff := _differences(ckpt["config"], _config_of(None, config)):
-        raise ValueError(f"'{path}' was trained with another model config ({diff}): "
+        raise BadInput(f"'{path}' was trained with another model config ({diff}): "
                          "resume with the checkpoint's config, or start a new run in another folder")
     if diff := _differences(ckpt["tokenizer"], tokenizer_info(tokenizer)):
-        raise ValueError(f"'{path}' was trained with another tokenizer ({diff}): its token ids mean other "
+        raise BadInput(f"'{path}' was trained with another tokenizer ({diff}): its token ids mean other "
                          "things; use the checkpoint's tokenizer, or start a new run in another folder")
     return ckpt
 
@@ -654,10 +655,10 @@ def start(self: _Run, resume: bool, compile: bool) -> None:
         ckpt_file = self.out_dir / CHECKPOINT_NAME
         if resume: self.restore(load_checkpoint(ckpt_file, self.config, self.tokenizer, self.device))
         elif ckpt_file.exists():
-            raise ValueError(f"'{self.out_dir}' holds another run ({CHECKPOINT_NAME}): resume it, or choose "
+            raise BadInput(f"'{self.out_dir}' holds another run ({CHECKPOINT_NAME}): resume it, or choose "
                              "another output folder (no checkpoint is overwritten)")
         elif self.rank == 0: self.out_dir.mkdir(parents=True, exist_ok=True); _clean_stale_temps(ckpt_file)
-    elif resume: raise ValueError("resume=True needs out_dir, the folder that holds the run's checkpoint")
+    elif resume: raise BadInput("resume=True needs out_dir, the folder that holds the run's checkpoint")
     if compile: self.module = torch.compile(self.raw)
     self.model = self.module
     if self.world > 1:
@@ -669,12 +670,12 @@ def start(self: _Run, resume: bool, compile: bool) -> None:
 def restore(self: _Run, ckpt: dict) -> None:
     "Load weights, optimizer state, gradients of an unfinished step, data position, history and RNG states."
     if ckpt["world_size"] != self.world:
-        raise ValueError(f"the checkpoint was written by {ckpt['world_size']} process(es), this run has "
+        raise BadInput(f"the checkpoint was written by {ckpt['world_size']} process(es), this run has "
                          f"{self.world}: resume with as many processes (each reads its own share of data)")
     try: self.raw.load_state_dict(ckpt["model"])
     except RuntimeError as e:
         detail = str(e).splitlines()[1].strip()
-        raise ValueError(f"the checkpoint's weights do not fit this model: {detail}") from None
+        raise BadInput(f"the checkpoint's weights do not fit this model: {detail}") from None
     self.opt.load_state_dict(ckpt["optimizer"])
     for name, p in self.raw.named_parameters(): p.grad = ckpt["grads"].get(name)
     self.pending, self.logged = ckpt["pending_loss"].to(self.device), list(ckpt["unlogged"])
@@ -700,16 +701,16 @@ def _model_config(preset: str | None, config_file: str | None, saved: dict | Non
     if config_file:
         try: cfg = json.loads(Path(config_file).read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError) as e:
-            raise ValueError(f"cannot read --config '{config_file}': {e}") from None
+            raise BadInput(f"cannot read --config '{config_file}': {e}") from None
         cfg.setdefault("vocab_size", n_vocab)
     elif preset:
         if preset not in TRAIN_PRESETS:
-            raise ValueError(f"unknown preset {preset!r}: choose one of {', '.join(TRAIN_PRESETS)}, "
+            raise BadInput(f"unknown preset {preset!r}: choose one of {', '.join(TRAIN_PRESETS)}, "
                              "or pass --config FILE")
         cfg = {"vocab_size": n_vocab, **TRAIN_PRESETS[preset]}
     else: cfg = dict(saved) if saved else {"vocab_size": n_vocab, **TRAIN_PRESETS["tiny"]}
     if cfg.get("vocab_size", 0) < n_vocab:
-        raise ValueError(f"the model's vocab_size is {cfg.get('vocab_size')} but the tokenizer has {n_vocab} "
+        raise BadInput(f"the model's vocab_size is {cfg.get('vocab_size')} but the tokenizer has {n_vocab} "
                          "ids: set vocab_size >= that in the config, or use the data's tokenizer")
     return cfg
 
@@ -721,7 +722,7 @@ def _text_ids(path: Path, kind: str, saved_tokenizer: dict | None):
     if saved_tokenizer: tokenizer = tokenizer_from_info(saved_tokenizer)
     elif kind == "char": tokenizer = CharTokenizer(text)
     elif kind == "gpt2": tokenizer = TikTokenizer("gpt2", {"<|endoftext|>"})
-    else: raise ValueError(f"--tokenizer must be 'char' or 'gpt2' for a text file, got {kind!r}")
+    else: raise BadInput(f"--tokenizer must be 'char' or 'gpt2' for a text file, got {kind!r}")
     ids = torch.tensor(tokenizer.encode(text), dtype=torch.long)
     n_train = int(0.9 * len(ids))
     return tokenizer, ids[:n_train], ids[n_train:]
@@ -730,12 +731,13 @@ def _data(path: Path, kind: str, saved_tokenizer: dict | None):
     "(tokenizer, train source, val source or None) of a text file or a token store folder."
     if path.is_dir():
         from tiny_gpt.store import open_store
-        train = open_store(path, "train")
+        try: train = open_store(path, "train")
+        except FileNotFoundError as e: raise BadInput(str(e)) from None  # a folder that is not a store
         try: val = open_store(path, "val")
         except ValueError: val = None  # a store without a val split
         return TikTokenizer(train.tokenizer_name, {"<|endoftext|>"}), train, val
     if not path.exists():
-        raise FileNotFoundError(f"no data at '{path}': pass a text file, or a token store folder made by "
+        raise BadInput(f"no data at '{path}': pass a text file, or a token store folder made by "
                                 "`tiny-gpt prepare`")
     return _text_ids(path, kind, saved_tokenizer)
 
@@ -785,7 +787,7 @@ def _check_out(out: Path, resume: bool) -> dict | None:
     "The checkpoint to resume from, or None; refuse a folder holding another run when not resuming."
     if resume: return load_checkpoint(out)
     if (out / CHECKPOINT_NAME).exists() or (out / METRICS_NAME).exists():
-        raise ValueError(f"'{out}' holds another run: pass --resume to continue it, or choose another --out")
+        raise BadInput(f"'{out}' holds another run: pass --resume to continue it, or choose another --out")
     return None
 
 # %% ../nbs/07_train.ipynb #141fa2a0
@@ -801,8 +803,10 @@ def run_train(
     settings = _settings(args, ckpt and ckpt["settings"])
     T = cfg["context_length"]
     kw = dict(batch_size=args.batch_size, max_length=T, stride=T, seed=args.seed, num_workers=args.workers)
-    train_loader = tiny_data_loader(train_src, sampling=args.sampling, **kw)
-    val_loader = None if val_src is None else tiny_data_loader(val_src, shuffle=False, drop_last=False, **kw)
+    try:  # the loaders check the batch and window sizes against the data: the command's options
+        train_loader = tiny_data_loader(train_src, sampling=args.sampling, **kw)
+        val_loader = None if val_src is None else tiny_data_loader(val_src, shuffle=False, drop_last=False, **kw)
+    except ValueError as e: raise BadInput(f"{e} (see --batch-size, --preset, --config)") from None
     torch.manual_seed(args.seed)
     model = init_gpt2_weights(GPTModel(cfg))
     history = train(model, train_loader, val_loader, settings, device=args.device, out_dir=out,
