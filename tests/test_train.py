@@ -346,3 +346,19 @@ def test_the_command_line_prints_one_line_for_bad_input(tmp_path, small_text, ca
         assert tiny_gpt_main(["train", *argv]) == 2
         err = capsys.readouterr().err
         assert err.startswith("tiny-gpt: error: ") and err.count("\n") == 1, err
+
+
+def test_generate_writes_with_a_trained_checkpoint(tmp_path, small_text, capsys):
+    "`tiny-gpt generate --checkpoint RUN` uses the run's model and tokenizer: the same text as generate()."
+    from tiny_gpt.model import generate
+    from tiny_gpt.train import model_from_checkpoint
+    out = tmp_path / "run"
+    assert tiny_gpt_main(["train", str(small_text), "--out", str(out), *RUN, "--max-steps", "2"]) == 0
+    capsys.readouterr()
+    assert tiny_gpt_main(["generate", "--checkpoint", str(out), "--prompt", "I had", "--max-new-tokens", "8"]) == 0
+    model, tok = model_from_checkpoint(out)
+    expected = tok.decode(generate(model, torch.tensor([tok.encode("I had")]), 8, 64)[0].tolist())
+    assert capsys.readouterr().out == expected + "\n" and expected.startswith("I had") and len(expected) == 13
+    assert tiny_gpt_main(["generate", "--checkpoint", str(out), "--prompt", "I had", "--preset", "gpt2"]) == 2
+    assert tiny_gpt_main(["generate", "--checkpoint", str(out), "--prompt", "€"]) == 2  # not in its characters
+    assert tiny_gpt_main(["generate", "--checkpoint", str(tmp_path / "none"), "--prompt", "I"]) == 2

@@ -460,11 +460,13 @@ def add_generate_parser(
     subparsers,  # the `add_subparsers()` object of the tiny-gpt parser
 ) -> argparse.ArgumentParser:
     "Add the `generate` command: continue a prompt with GPT-2 weights (or random ones)."
-    about = "Continue a prompt with a GPT model: GPT-2 weights, or random ones."
+    about = "Continue a prompt with a GPT model: GPT-2 weights, a model you trained, or random weights."
     p = subparsers.add_parser("generate", help="continue a prompt with a GPT model", description=about)
     p.add_argument("--prompt", required=True, help="the text to continue")
     p.add_argument("--weights", metavar="PATH", help="GPT-2 weights: a model.safetensors or pytorch_model.bin"
                    " file, or a Hugging Face model folder (save_pretrained, or models--gpt2 in the HF cache)")
+    p.add_argument("--checkpoint", metavar="DIR", help="a model trained by `tiny-gpt train`: its run folder "
+                   "or checkpoint.pt (the model's config and tokenizer come with it)")
     p.add_argument("--preset", help=f"the model's shape: {', '.join(GPT2_PRESETS)} (gpt2-small: gpt2) "
                    "(default: the config.json next to the weights, else gpt2)")
     p.add_argument("--max-new-tokens", type=int, default=50, metavar="N", help="tokens to write (default 50)")
@@ -487,6 +489,21 @@ def _generate_config(args: argparse.Namespace) -> GPTConfig:
         if (folder / "config.json").is_file(): return gpt2_config_from_hf(folder / "config.json")
     return gpt2_preset("gpt2")
 
+def _generate_model(args: argparse.Namespace):
+    "(model, tokenizer) of --checkpoint (its own tokenizer), else of --weights/--preset (GPT-2's)."
+    if args.checkpoint:
+        if args.weights or args.preset:
+            raise BadInput("--checkpoint brings its own model: drop --weights and --preset")
+        from tiny_gpt.train import model_from_checkpoint  # the pretraining chapter's checkpoints
+        return model_from_checkpoint(args.checkpoint)
+    cfg = _generate_config(args)
+    with torch.device("meta" if args.weights else "cpu"): model = GPTModel(cfg)  # meta: filled by the weights
+    if args.weights: _load_for_cli(model, args.weights)
+    else: print("tiny-gpt: note: no --weights, so the weights are random and write noise. Pass --weights PATH"
+                " (GPT-2's model.safetensors, or a Hugging Face model folder), or train a model first.",
+                file=sys.stderr)
+    return model, TikTokenizer("gpt2")
+
 def _load_for_cli(model: GPTModel, weights: str):
     "load_gpt2_weights with errors that name the command's options."
     try: load_gpt2_weights(model, weights)
@@ -502,22 +519,18 @@ def run_generate(
     "Run `tiny-gpt generate`: print the prompt and its continuation."
     if args.max_new_tokens < 0 or not args.temperature >= 0 or (args.top_k is not None and args.top_k < 1):
         raise BadInput("--max-new-tokens and --temperature must be >= 0, and --top-k >= 1")
-    cfg, tokenizer = _generate_config(args), TikTokenizer("gpt2")
-    ids = tokenizer.encode(args.prompt)
-    if not ids: raise BadInput("--prompt is empty: give some text to continue")
-    if len(ids) > cfg.context_length:
-        raise BadInput(f"the prompt has {len(ids)} tokens and the model reads at most "
-                         f"{cfg.context_length}: shorten --prompt")
     if args.seed is not None: torch.manual_seed(args.seed)
-    with torch.device("meta" if args.weights else "cpu"): model = GPTModel(cfg)  # meta: filled by the weights
-    if args.weights: _load_for_cli(model, args.weights)
-    else: print("tiny-gpt: note: no --weights, so the weights are random and write noise. Pass --weights PATH"
-                " (GPT-2's model.safetensors, or a Hugging Face model folder), or train a model first.",
-                file=sys.stderr)
-    device = get_device()
-    out = generate(model.to(device).eval(), torch.tensor([ids], device=device), args.max_new_tokens,
-                   cfg.context_length, temperature=args.temperature, top_k=args.top_k,
-                   eos_id=tokenizer.eot_token if args.weights else None)[0].tolist()
-    if args.weights and out[-1] == tokenizer.eot_token: out = out[:-1]
+    model, tokenizer = _generate_model(args)
+    try: ids = tokenizer.encode(args.prompt)
+    except ValueError as e: raise BadInput(f"--prompt: {e}") from None  # e.g. a character a char model lacks
+    n = model.cfg.context_length
+    if not ids: raise BadInput("--prompt is empty: give some text to continue")
+    if len(ids) > n:
+        raise BadInput(f"the prompt has {len(ids)} tokens and the model reads at most {n}: shorten --prompt")
+    device, trained = get_device(), bool(args.weights or args.checkpoint)
+    eos = getattr(tokenizer, "eot_token", None) if trained else None
+    out = generate(model.to(device).eval(), torch.tensor([ids], device=device), args.max_new_tokens, n,
+                   temperature=args.temperature, top_k=args.top_k, eos_id=eos)[0].tolist()
+    if eos is not None and out[-1] == eos: out = out[:-1]
     print(tokenizer.decode(out))
     return 0

@@ -41,8 +41,8 @@ from .cli import BadInput
 __all__ = ['LOG_KEYS', 'EVAL_KEYS', 'CHAR_TOKENIZER_FORMAT', 'CHECKPOINT_NAME', 'METRICS_NAME', 'CHECKPOINT_FORMAT',
            'CHECKPOINT_VERSION', 'POSITION_KEYS', 'TRAIN_PRESETS', 'calc_loss_batch', 'calc_loss_loader', 'evaluate',
            'sample_text', 'train_model_simple', 'cosine_lr', 'make_adamw', 'TrainSettings', 'train', 'CharTokenizer',
-           'tokenizer_info', 'tokenizer_from_info', 'save_checkpoint', 'load_checkpoint', 'add_train_parser',
-           'run_train']
+           'tokenizer_info', 'tokenizer_from_info', 'save_checkpoint', 'load_checkpoint', 'model_from_checkpoint',
+           'add_train_parser', 'run_train']
 
 # %% ../nbs/07_train.ipynb #0281fcdf
 def calc_loss_batch(
@@ -646,6 +646,16 @@ def load_checkpoint(
         raise BadInput(f"'{path}' was trained with another tokenizer ({diff}): its token ids mean other "
                          "things; use the checkpoint's tokenizer, or start a new run in another folder")
     return ckpt
+
+# %% ../nbs/07_train.ipynb #7d270903
+def model_from_checkpoint(
+    path: str | os.PathLike,  # a run folder, or its checkpoint.pt
+) -> tuple[GPTModel, object]:  # (the model in eval mode on the CPU, its tokenizer)
+    "The trained model and the tokenizer of a checkpoint, ready for `generate`."
+    ckpt = load_checkpoint(path)
+    model = GPTModel(ckpt["config"])
+    model.load_state_dict(ckpt["model"])
+    return model.eval(), tokenizer_from_info(ckpt["tokenizer"])
 
 # %% ../nbs/07_train.ipynb #94fb99c2
 @patch
