@@ -138,7 +138,7 @@ def main() -> None:
     rows = [
         {"what": f"nanoGPT shakespeare_char CPU recipe, {steps} iters: validation loss, median of {len(seeds)} "
                  f"seed(s){label}",
-         "ours": f"{val:.3f} ({sec:.0f} s)", "baseline": f"{NANOGPT_VAL_LOSS}, nanoGPT (published)",
+         "ours": f"{val:.4f} ({sec:.0f} s)", "baseline": f"{NANOGPT_VAL_LOSS}, nanoGPT (published)",
          "ratio": None, "target": "≤ 1.90", "passed": val <= 1.90},
         {"what": f"Same training loop, wall time: transformers GPT2LMHeadModel ÷ tiny_gpt GPTModel{label}",
          "ours": f"{sec:.0f} s", "baseline": f"{hf_sec:.0f} s, transformers GPT2LMHeadModel (val {hf_val:.3f})",
