@@ -815,7 +815,8 @@ def run_train(
     kw = dict(batch_size=args.batch_size, max_length=T, stride=T, seed=args.seed, num_workers=args.workers)
     try:  # the loaders check the batch and window sizes against the data: the command's options
         train_loader = tiny_data_loader(train_src, sampling=args.sampling, **kw)
-        val_loader = None if val_src is None else tiny_data_loader(val_src, shuffle=False, drop_last=False, **kw)
+        val_loader = (None if val_src is None else
+                      tiny_data_loader(val_src, shuffle=False, drop_last=False, **kw))
     except ValueError as e: raise BadInput(f"{e} (see --batch-size, --preset, --config)") from None
     torch.manual_seed(args.seed)
     model = init_gpt2_weights(GPTModel(cfg))
