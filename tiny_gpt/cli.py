@@ -162,7 +162,7 @@ def _run_demo(args: argparse.Namespace) -> int:
 def add_demo_parser(
     subparsers: argparse._SubParsersAction,  # from `ArgumentParser.add_subparsers()`
 ) -> argparse.ArgumentParser:
-    "Add the `demo` subcommand; its `run` default is `_run_demo`."
+    "Add the `demo` subcommand; it runs `run_demo` through a small wrapper."
     demo = subparsers.add_parser("demo", help="run every chapter's example and print the report",
                                  description="Run every chapter's example, from a text to its embeddings, "
                                              "and print the report.")
