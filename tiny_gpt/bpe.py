@@ -24,12 +24,13 @@ from fastcore.basics import patch
 from tqdm.auto import tqdm
 
 from .io import atomic_write
-from .tokenizers import ENDOFTEXT, GPT2_PATTERN, _id_list, gpt2_bpe_files
+from .tokenizers import ENDOFTEXT, GPT2_PATTERN, CharTokenizer, TikTokenizer, _id_list, gpt2_bpe_files
 
 # %% auto #0
 __all__ = ['GPT4_PATTERN', 'PATTERNS', 'FORMAT', 'VERSION', 'LETTER', 'NUMBER', 'NEWER', 'GPT2_SPLIT', 'GPT4_SPLIT',
            'pretokenize', 'count_pairs', 'merge_word', 'learn_merges_plain', 'count_pretokens', 'merge_bytes',
-           'BPETokenizer', 'bytes_to_unicode', 'unicode_to_bytes', 'load_gpt2_ranks', 'merge_bytes_heap']
+           'BPETokenizer', 'bytes_to_unicode', 'unicode_to_bytes', 'load_gpt2_ranks', 'tokenizer_info',
+           'tokenizer_from_info', 'merge_bytes_heap']
 
 # %% ../nbs/02a_bpe.ipynb #52e08599
 GPT4_PATTERN = (r"'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3}+| ?[^\s\p{L}\p{N}]++[\r\n]*+|"
@@ -531,6 +532,35 @@ def decode_batch(self: BPETokenizer, batch: Iterable[Iterable[int]], errors: str
 def __getstate__(self: BPETokenizer) -> dict:
     "What pickling keeps: everything but the cache of remembered pre-tokens."
     return self.__dict__ | {"_cache": {}}
+
+# %% ../nbs/02a_bpe.ipynb #41a9b330
+def tokenizer_info(
+    tokenizer: object | dict | None,  # a CharTokenizer, BPETokenizer or TikTokenizer, or its info dict
+) -> dict | None:
+    "The tokenizer as JSON-safe data: its kind and, for char and BPE, the vocabulary itself."
+    if tokenizer is None or isinstance(tokenizer, dict): return tokenizer
+    if isinstance(tokenizer, CharTokenizer): return {"kind": "char", "chars": "".join(tokenizer.chars)}
+    if isinstance(tokenizer, BPETokenizer):
+        printable = bytes_to_unicode()
+        tokens = ["".join(printable[b] for b in tokenizer.vocab[i]) for i in range(len(tokenizer.ranks))]
+        return {"kind": "bpe", "name": tokenizer.name, "pattern": tokenizer.pattern,
+                "special_tokens": dict(tokenizer.special_tokens), "tokens": tokens}
+    if isinstance(tokenizer, TikTokenizer): return {"kind": "tiktoken", "name": tokenizer.name}
+    return {"kind": type(tokenizer).__name__, "n_vocab": tokenizer.get_n_vocab_tokens()}  # not rebuildable
+
+def tokenizer_from_info(
+    info: dict,  # from `tokenizer_info`, e.g. a token store's header or a checkpoint
+):
+    "The tokenizer that `info` describes (char, BPE or tiktoken)."
+    if info["kind"] == "char": return CharTokenizer(chars=info["chars"])
+    if info["kind"] == "tiktoken": return TikTokenizer(info["name"], {ENDOFTEXT})
+    if info["kind"] == "bpe":
+        to_byte = unicode_to_bytes()
+        tokens = [bytes(to_byte[c] for c in t) for t in info["tokens"]]
+        _check_bpe_vocab(tokens, Path(f"the tokenizer info of {info['name']!r}"))
+        return BPETokenizer({t: i for i, t in enumerate(tokens)}, info["special_tokens"], info["pattern"],
+                            info["name"])
+    raise ValueError(f"a {info['kind']!r} tokenizer cannot be rebuilt from its info: pass the tokenizer")
 
 # %% ../nbs/02a_bpe.ipynb #0cbab2d8
 # Letters and numbers that Unicode 17.0 and 18.0 added. Python's `regex` (Unicode 18.0 tables) knows

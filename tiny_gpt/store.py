@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import argparse
+import codecs
 import collections
 import concurrent.futures as cf
 import contextlib
@@ -26,25 +27,29 @@ from tqdm import tqdm
 
 from .cli import BadInput
 from .io import atomic_write, sha256_file, utf8_text_start
-from .tokenizers import GPT2_PATTERN, TikTokenizer
+from .bpe import FORMAT as BPE_FORMAT
+from .bpe import PATTERNS, BPETokenizer, tokenizer_from_info, tokenizer_info
+from .tokenizers import CHAR_TOKENIZER_FORMAT, GPT2_PATTERN, CharTokenizer, TikTokenizer
 
 # %% auto #0
 __all__ = ['STORE_FORMAT', 'STORE_VERSION', 'VERIFY_AUTO_BYTES', 'TokenStore', 'open_store', 'first_safe_cut', 'token_dtype',
            'parse_shard', 'shard_stem', 'prepare_store', 'add_prepare_parser', 'run_prepare']
 
 # %% ../nbs/03a_store.ipynb #287e0202
-STORE_FORMAT, STORE_VERSION = "tiny_gpt.token_store", 1
+STORE_FORMAT, STORE_VERSION = "tiny_gpt.token_store", 2
+_READABLE_VERSIONS = (1, 2)  # version 1 held only tiktoken encodings, recorded by name
 
 def _read_header(file: Path) -> dict:
-    "The shard header in `file`, checked to be a token store header of this version."
+    "The shard header in `file`, checked to be a token store header this version reads (version 1 upgraded)."
     try: header = json.loads(file.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise BadInput(f"'{file}' is not a valid store header ({e}): delete it and prepare that shard "
                        "again") from None
-    if header.get("format") != STORE_FORMAT or header.get("version") != STORE_VERSION:
-        raise BadInput(f"'{file}' is not a version-{STORE_VERSION} {STORE_FORMAT} header (format "
-                       f"{header.get('format')!r}, version {header.get('version')!r}): prepare the store "
-                       "again with this version of tiny_gpt")
+    if header.get("format") != STORE_FORMAT or header.get("version") not in _READABLE_VERSIONS:
+        raise BadInput(f"'{file}' is not a version-1 or version-{STORE_VERSION} {STORE_FORMAT} header "
+                       f"(format {header.get('format')!r}, version {header.get('version')!r}): prepare the "
+                       "store again with this version of tiny_gpt")
+    if header["version"] == 1: header["tokenizer_info"] = {"kind": "tiktoken", "name": header["tokenizer"]}
     return header
 
 # %% ../nbs/03a_store.ipynb #5d1f0a71
@@ -67,9 +72,10 @@ def _load_headers(path: Path) -> list[tuple[Path, dict]]:
         raise FileNotFoundError(f"'{path}' lacks shards {', '.join(f'{k}/{n}' for k in missing)}: run "
                                 f"`tiny-gpt prepare ... --out {path} --shard K/{n}` for each (or wait until "
                                 "they finish)")
-    for key in ("tokenizer", "vocab_size", "eot_token", "dtype"):
-        if len({h[key] for _, h in headers}) > 1:
-            which = ", ".join(f"{f.name}: {h[key]!r}" for f, h in headers)
+    for key in ("tokenizer", "tokenizer_info", "vocab_size", "eot_token", "dtype"):
+        if len({json.dumps(h[key], sort_keys=True) for _, h in headers}) > 1:
+            which = ", ".join(f"{f.name}: {_describe(h[key]) if key == 'tokenizer_info' else repr(h[key])}"
+                              for f, h in headers)
             raise BadInput(f"the shards of '{path}' disagree on {key} ({which}): every shard must be "
                            "prepared with the same --tokenizer; prepare the odd ones again")
     return headers
@@ -112,9 +118,10 @@ class TokenStore:
         maps = [_map_split(self.path, f, h, self.split) for f, h in zip(self._header_files, self.headers)]
         self.shards: list[np.memmap] = [m for m in maps if m is not None]  # 1-D each
 
-    tokenizer_name = property(lambda self: self.headers[0]["tokenizer"], doc="name of the tiktoken encoding")
+    tokenizer_name = property(lambda self: self.headers[0]["tokenizer"], doc="the tokenizer's name")
+    tokenizer_info = property(lambda self: self.headers[0]["tokenizer_info"], doc="the tokenizer as data")
     vocab_size = property(lambda self: self.headers[0]["vocab_size"], doc="number of token ids")
-    eot_token = property(lambda self: self.headers[0]["eot_token"], doc="id of <|endoftext|>")
+    eot_token = property(lambda self: self.headers[0]["eot_token"], doc="id of <|endoftext|>, or None")
     dtype = property(lambda self: np.dtype(self.headers[0]["dtype"]), doc="dtype of the stored ids")
     n_tokens = property(lambda self: sum(len(s) for s in self.shards), doc="tokens in this split, all shards")
     def __len__(self) -> int: return self.n_tokens
@@ -134,24 +141,39 @@ def header(self: TokenStore) -> dict:
         "n_documents": sum(x["splits"][self.split]["n_documents"] for x in self.headers),
         "n_sources": sum(len(x["sources"]) for x in self.headers)}
 
+# %% ../nbs/03a_store.ipynb #b41d6ef0
+def _describe(info: dict) -> str:
+    "A tokenizer's info in a few words, for messages."
+    if info["kind"] == "char": return f"char ({len(info['chars'])} characters)"
+    if info["kind"] == "bpe":
+        digest = hashlib.sha256(json.dumps(info, sort_keys=True).encode()).hexdigest()[:12]
+        return f"bpe {info['name']!r} ({len(info['tokens'])} tokens, sha256 {digest}…)"
+    return f"{info['kind']} {info.get('name')!r}"
+
+def _check_tokenizer(store: TokenStore, expected) -> None:
+    "Refuse a store made with another tokenizer than `expected` (a name, a tokenizer, or its info)."
+    if isinstance(expected, (dict, CharTokenizer, BPETokenizer, TikTokenizer)):
+        if (info := tokenizer_info(expected)) == store.tokenizer_info: return
+        made, wanted = _describe(store.tokenizer_info), _describe(info)
+    else:  # a name, or any object with a `.name` (a tiktoken Encoding)
+        if (wanted := getattr(expected, "name", expected)) == store.tokenizer_name: return
+        made, wanted = repr(store.tokenizer_name), repr(wanted)
+    raise BadInput(f"'{store.path}' was tokenized with {made}, but {wanted} is expected: use the store's "
+                   "tokenizer (store.tokenizer), or prepare the store again with the expected one")
+
 # %% ../nbs/03a_store.ipynb #b41d6ef1
 VERIFY_AUTO_BYTES = 1 << 30  # verify=None hashes stores up to this many bytes
 
 def open_store(
     path: str | os.PathLike,     # the store folder
     split: str = "train",        # "train" or "val"
-    tokenizer: str | object | None = None,  # expected tokenizer (a name or an object with `.name`); None: any
+    tokenizer: str | object | None = None,  # expected tokenizer: a name, a tokenizer or its info; None: any
     verify: bool | None = None,  # check the tokens' SHA-256; None: only for stores up to 1 GB
 ) -> TokenStore:
     "Open the token store in folder `path` for reading, after checking its headers and files."
     path = Path(path).expanduser()
     store = TokenStore(path, split, _load_headers(path))
-    expected = getattr(tokenizer, "name", None) if tokenizer is not None and not isinstance(tokenizer, str) \
-        else tokenizer
-    if expected is not None and expected != store.tokenizer_name:
-        raise BadInput(f"'{path}' was tokenized with {store.tokenizer_name!r}, but {expected!r} is expected: "
-                       f"use tokenizer {store.tokenizer_name!r}, or prepare the store again with --tokenizer "
-                       f"{expected}")
+    if tokenizer is not None: _check_tokenizer(store, tokenizer)
     if verify is None: verify = store.n_tokens * store.dtype.itemsize <= VERIFY_AUTO_BYTES
     for file, h in zip(store._header_files, store.headers) if verify else ():
         info = h["splits"][split]
@@ -171,6 +193,7 @@ def __getstate__(self: TokenStore) -> dict:
     "What a pickle of the store holds: where its files are, not the tokens."
     state = self.__dict__.copy()
     del state["shards"]  # each process maps the files again
+    state.pop("_tokenizer", None)  # and builds the tokenizer again if it needs it
     return state
 
 @patch
@@ -178,6 +201,13 @@ def __setstate__(self: TokenStore, state: dict) -> None:
     "Rebuild an unpickled store: map its files again."
     self.__dict__.update(state)
     self._map()
+
+# %% ../nbs/03a_store.ipynb #d7b2e002
+@patch(as_prop=True)
+def tokenizer(self: TokenStore):
+    "The tokenizer the ids were made with, rebuilt from the header (once per store object)."
+    if "_tokenizer" not in self.__dict__: self._tokenizer = tokenizer_from_info(self.tokenizer_info)
+    return self._tokenizer
 
 # %% ../nbs/03a_store.ipynb #6bdc7ce4
 _CUT_PAIR = re.compile(rb"[^ \t\n\v\f\r][ \t\n\v\f\r]")  # a non-whitespace byte, then ASCII whitespace
@@ -234,8 +264,10 @@ def _encoding(name: str):
     "The tiktoken encoding `name` (built from local files for 'gpt2'), once per process."
     return TikTokenizer(name).encoding
 
+_TOKENIZERS: dict[str, object] = {}  # this process's char and BPE tokenizers, by `_worker_key` (below)
+
 def _encode_piece(
-    name: str,   # tiktoken encoding name
+    key: str,    # a tiktoken encoding's name, or the `_worker_key` of a char or BPE tokenizer
     path: str,   # the document
     start: int,  # first byte of the piece
     end: int,    # one past its last byte: a safe cut
@@ -253,7 +285,9 @@ def _encode_piece(
         raise BadInput(f"'{path}' is not valid UTF-8 at byte {start + e.start} "
                        f"({data[e.start:e.start + 4]!r}): re-save it as UTF-8, e.g. "
                        "`iconv -f cp1252 -t utf-8`") from None
-    return _encoding(name).encode_to_numpy(text, disallowed_special=()).astype(dtype)
+    if (tokenizer := _TOKENIZERS.get(key)) is None:  # a tiktoken encoding
+        return _encoding(key).encode_to_numpy(text, disallowed_special=()).astype(dtype)
+    return _encode_other(tokenizer, text, path).astype(dtype)
 
 # %% ../nbs/03a_store.ipynb #72478e1b
 _GPT2_FAMILY = ("gpt2", "r50k_base", "p50k_base", "p50k_edit")  # tiktoken encodings that split like GPT-2
@@ -263,7 +297,8 @@ def _checked_encoding(name: str):
     "The tiktoken encoding `name`, if its pre-tokenizer is GPT-2's (the one whose safe cuts are proved)."
     if not isinstance(name, str): name = getattr(name, "name", name)  # a TikTokenizer works too
     refused = BadInput(f"tokenizer {name!r} does not use GPT-2's pre-tokenizer, so the store cannot prove "
-                       "where its text may be cut; use gpt2 (or r50k_base, p50k_base)")
+                       "where its text may be cut; use gpt2 (or r50k_base, p50k_base), char, or a saved "
+                       "BPE of GPT-2's pattern")
     if name not in _GPT2_FAMILY: raise refused
     try: encoding = _encoding(name)
     except ConnectionError as e: raise BadInput(str(e)) from None  # tiktoken's files for it are not at hand
@@ -275,6 +310,37 @@ def token_dtype(
 ) -> np.dtype:
     "The smallest little-endian unsigned dtype that holds ids `0 … n_vocab - 1`: uint16 or uint32."
     return np.dtype("<u2") if n_vocab <= 1 << 16 else np.dtype("<u4")
+
+# %% ../nbs/03a_store.ipynb #c7a1f002
+def _worker_key(tokenizer) -> str:
+    "How a worker finds `tokenizer`: a tiktoken encoding by its name, others by a digest of their info."
+    info = tokenizer_info(tokenizer)
+    if info["kind"] == "tiktoken": return info["name"]
+    return f"{info['kind']}-{hashlib.sha256(json.dumps(info, sort_keys=True).encode()).hexdigest()[:16]}"
+
+def _install(key: str, tokenizer) -> None:
+    "Make `tokenizer` (or the one its info describes) known to this process as `key`: once per worker."
+    if key not in _TOKENIZERS and not isinstance(tokenizer, TikTokenizer):  # tiktoken's: by name
+        _TOKENIZERS[key] = tokenizer_from_info(tokenizer) if isinstance(tokenizer, dict) else tokenizer
+
+@functools.lru_cache(maxsize=8)
+def _char_table(chars: str) -> tuple[np.ndarray, np.ndarray]:
+    "The vocabulary's code points, sorted, and the id of each."
+    codes = np.array([ord(c) for c in chars], dtype=np.uint32)
+    order = np.argsort(codes)
+    return codes[order], order
+
+def _encode_other(tokenizer, text: str, path: str) -> np.ndarray:
+    "The ids of `text` with a char tokenizer (looked up with numpy) or a BPE (`encode_ordinary`)."
+    if not isinstance(tokenizer, CharTokenizer): return np.array(tokenizer.encode_ordinary(text), np.int64)
+    codes, ids = _char_table("".join(tokenizer.chars))
+    points = np.frombuffer(text.encode("utf-32-le"), dtype="<u4")
+    at = np.searchsorted(codes, points).clip(max=len(codes) - 1)
+    if not (found := codes[at] == points).all():
+        missing = "".join(sorted({chr(c) for c in points[~found]}))
+        raise BadInput(f"'{path}' holds {len(missing)} character(s) that the tokenizer's {len(codes)} lack: "
+                       f"{missing[:20]!r}; prepare with --tokenizer char (a vocabulary from the input)")
+    return ids[at]
 
 # %% ../nbs/03a_store.ipynb #313aa7a1
 def _val_start(
@@ -295,6 +361,63 @@ def _text_start(
     f.seek(0)
     try: return utf8_text_start(f.read(3), path)
     except ValueError as e: raise BadInput(str(e)) from None  # UTF-16: the user re-saves the file
+
+# %% ../nbs/03a_store.ipynb #c7a1f006
+def _corpus_chars(docs: list[Path], block: int = 1 << 20) -> str:
+    "The sorted characters of all of `docs` (after a byte-order mark), read in blocks of `block` bytes."
+    seen = set()
+    for doc in docs:
+        with open(doc, "rb") as f:
+            pos, decoder = _text_start(f, doc), codecs.getincrementaldecoder("utf-8")()  # after a BOM
+            f.seek(pos)
+            while True:
+                data = f.read(block)
+                held = len(decoder.getstate()[0])  # bytes of a character cut by the previous block
+                try: seen.update(decoder.decode(data, final=not data))
+                except UnicodeDecodeError as e:
+                    raise BadInput(f"'{doc}' is not valid UTF-8 at byte {pos - held + e.start}: re-save "
+                                   "it as UTF-8, e.g. `iconv -f cp1252 -t utf-8`") from None
+                if not data: break
+                pos += len(data)
+    return "".join(sorted(seen))
+
+def _load_tokenizer_file(path: Path):
+    "The CharTokenizer or BPETokenizer saved in the file `path`."
+    try: data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError): data = None
+    kind = data.get("format") if isinstance(data, dict) else None
+    try:
+        if kind == BPE_FORMAT: return BPETokenizer.load(path)
+        if kind == CHAR_TOKENIZER_FORMAT: return CharTokenizer.load(path)
+    except (ValueError, KeyError, TypeError) as e: raise BadInput(f"{e}") from None
+    raise BadInput(f"'{path}' is not a saved tokenizer (a JSON file written by BPETokenizer.save or "
+                   "CharTokenizer.save): pass one, or gpt2 or char")
+
+# %% ../nbs/03a_store.ipynb #c7a1f007
+def _checked_tokenizer(
+    tokenizer: str | os.PathLike | object,  # a tiktoken name, "char", a saved tokenizer's path, a tokenizer
+    docs: list[Path],                       # every document of the store (all shards'): char's vocabulary
+):
+    "The tokenizer to prepare `docs` with, if the store can prove where its text may be cut."
+    if isinstance(tokenizer, TikTokenizer): tokenizer = tokenizer.name
+    if isinstance(tokenizer, (str, os.PathLike)):
+        spec = os.fspath(tokenizer)
+        if spec == "char": return CharTokenizer(_corpus_chars(docs))
+        is_file = spec not in _GPT2_FAMILY and Path(spec).expanduser().is_file()
+        if not is_file and spec not in _GPT2_FAMILY and re.search(r"[/\\]|\.json$", spec):
+            raise BadInput(f"no tokenizer file at '{spec}': pass a saved tokenizer's path, or gpt2 or char")
+        if not is_file:
+            return TikTokenizer(_checked_encoding(spec).name)
+        tokenizer = _load_tokenizer_file(Path(spec).expanduser())
+    if isinstance(tokenizer, BPETokenizer) and not (tokenizer.pattern in _CUTTABLE_PATTERNS or
+                                                    PATTERNS.get(tokenizer.pattern) == PATTERNS["gpt2"]):
+        raise BadInput(f"the BPE tokenizer {tokenizer.name!r} splits text with another pattern than GPT-2's "
+                       "pre-tokenizer, so the store cannot prove where its text may be cut; train it with "
+                       "pattern='gpt2'")
+    if not isinstance(tokenizer, (BPETokenizer, CharTokenizer)):
+        raise BadInput(f"cannot prepare a store with a {type(tokenizer).__name__}: pass gpt2, char, or "
+                       "the path of a saved BPETokenizer or CharTokenizer")
+    return tokenizer
 
 # %% ../nbs/03a_store.ipynb #38e2fc28
 def parse_shard(
@@ -368,17 +491,20 @@ def _submit(pool: cf.Executor | None, fn, *args) -> cf.Future:
 def _encode_pieces(
     pieces: Iterator[_Piece],  # from `_plan_pieces`
     docs: list[Path],          # the documents the pieces point into
-    encoding,                  # the tiktoken encoding
+    tokenizer,                 # from `_checked_tokenizer`; a process pool's workers know it (`_install`)
     pool: cf.Executor | None,  # the workers; None: encode in this process
     ahead: int,                # pieces handed out before the oldest one's ids are needed
 ) -> Iterator[tuple[_Piece, np.ndarray]]:
     "Each piece with its ids, in plan order, while the workers encode up to `ahead` pieces in advance."
-    dtype, pending = token_dtype(encoding.n_vocab), collections.deque()
-    eot = np.array([encoding.eot_token], dtype=dtype)
+    dtype, pending = token_dtype(tokenizer.get_n_vocab_tokens()), collections.deque()
+    key = _worker_key(tokenizer)
+    _install(key, tokenizer)  # for this process, and a pool of threads
+    eot_id = getattr(tokenizer, "eot_token", None)  # None: the documents simply abut
+    eot = np.array([] if eot_id is None else [eot_id], dtype=dtype)
     done = lambda piece, future: (piece, eot if future is None else future.result())
     for piece in pieces:
         future = None if piece.start is None else _submit(
-            pool, _encode_piece, encoding.name, str(docs[piece.doc]), piece.start, piece.end, dtype.str)
+            pool, _encode_piece, key, str(docs[piece.doc]), piece.start, piece.end, dtype.str)
         pending.append((piece, future))
         while len(pending) > ahead: yield done(*pending.popleft())
     while pending: yield done(*pending.popleft())
@@ -414,7 +540,7 @@ def _check_unchanged(docs: list[Path], before: list[os.stat_result]) -> None:
 
 # %% ../nbs/03a_store.ipynb #5d1f0a31
 def _header(
-    encoding,                   # the tiktoken encoding
+    tokenizer,                  # from `_checked_tokenizer`
     shard: tuple[int, int],     # (K, N)
     run: int,                   # the run number in the token files' names
     val_fraction: float,        # share of each document held out
@@ -423,11 +549,13 @@ def _header(
     started: datetime.datetime, # when the run began (UTC)
 ) -> dict:
     "The JSON header of one shard: how to read its files, how they were made, and their checksums."
+    n_vocab, eot = tokenizer.get_n_vocab_tokens(), getattr(tokenizer, "eot_token", None)
+    end = "then <|endoftext|>" if eot is not None else "then the next document's (no end-of-text token)"
     return {
         "format": STORE_FORMAT, "version": STORE_VERSION,
-        "tokenizer": encoding.name, "vocab_size": encoding.n_vocab, "eot_token": encoding.eot_token,
-        "dtype": token_dtype(encoding.n_vocab).name, "byteorder": "little",
-        "layout": "each document's ids, then <|endoftext|>; its val tail likewise in the val file",
+        "tokenizer": tokenizer.name, "vocab_size": n_vocab, "eot_token": eot,
+        "dtype": token_dtype(n_vocab).name, "byteorder": "little",
+        "layout": f"each document's ids, {end}; its val tail likewise in the val file",
         "n_tokens": sum(s["n_tokens"] for s in splits.values()),
         "splits": splits, "val_fraction": val_fraction,
         "shard": {"index": shard[0], "count": shard[1],
@@ -435,6 +563,7 @@ def _header(
         "run": run, "sources": sources,
         "created": started.isoformat(timespec="seconds"),
         "seconds": round((datetime.datetime.now(datetime.timezone.utc) - started).total_seconds(), 3),
+        "tokenizer_info": tokenizer_info(tokenizer),  # last: a BPE's vocabulary is long
     }
 
 # %% ../nbs/03a_store.ipynb #5d1f0a33
@@ -465,7 +594,7 @@ def _write_shard(
     docs: list[Path],          # this shard's documents
     out: Path,                 # the store folder
     shard: tuple[int, int],    # (K, N)
-    encoding,                  # the checked tiktoken encoding
+    tokenizer,                 # from `_checked_tokenizer`
     val_fraction: float,       # share of each document's tail for the val split
     chunk_bytes: int,          # target piece size
     pool: cf.Executor | None,  # the workers; None: encode in this process
@@ -481,10 +610,10 @@ def _write_shard(
     with _undo_on_failure(out, [out / name for name in files.values()]):
         hashes = [_submit(pool, sha256_file, d) for d in docs]  # the workers hash the sources too
         pieces = _plan_pieces(docs, [st.st_size for st in before], val_fraction, chunk_bytes)
-        splits = _write_ids(out, files, _encode_pieces(pieces, docs, encoding, pool, ahead), sources, bar)
+        splits = _write_ids(out, files, _encode_pieces(pieces, docs, tokenizer, pool, ahead), sources, bar)
         _check_unchanged(docs, before)
         for source, sha in zip(sources, hashes): source["sha256"] = sha.result()
-        header = _header(encoding, shard, run, val_fraction, splits, sources, started)
+        header = _header(tokenizer, shard, run, val_fraction, splits, sources, started)
         with atomic_write(out / f"{stem}.json", "w") as f: json.dump(header, f, indent=1)  # the commit
     for old in set(out.glob(f"{stem}.*.bin")) - {out / name for name in files.values()}:
         with contextlib.suppress(OSError): old.unlink()  # Windows keeps a mapped file; the next run retries
@@ -540,12 +669,15 @@ def _check_has_text(docs: list[Path]) -> None:
 def _workers(
     n: int,         # worker count; 0: none (encode in this process)
     executor: str,  # "process" or "thread"
+    tokenizer,      # from `_checked_tokenizer`: each worker process receives a char or BPE one once
 ) -> Iterator[cf.Executor | None]:
     "A pool of `n` worker processes or threads, or None; on an error, the work still queued is dropped."
     if n == 0:
         yield None
         return
-    with (cf.ProcessPoolExecutor if executor == "process" else cf.ThreadPoolExecutor)(n) as pool:
+    setup = {} if isinstance(tokenizer, TikTokenizer) else \
+        {"initializer": _install, "initargs": (_worker_key(tokenizer), tokenizer_info(tokenizer))}
+    with (cf.ProcessPoolExecutor if executor == "process" else cf.ThreadPoolExecutor)(n, **setup) as pool:
         try: yield pool
         except BaseException:
             pool.shutdown(wait=True, cancel_futures=True)
@@ -555,7 +687,7 @@ def _workers(
 def prepare_store(
     inputs: str | os.PathLike | Sequence[str | os.PathLike],  # text files (a document each), folders of *.txt
     out: str | os.PathLike,        # the store folder; created if missing
-    tokenizer: str = "gpt2",       # tiktoken encoding with GPT-2's pre-tokenizer
+    tokenizer: str | os.PathLike | object = "gpt2",  # gpt2 (tiktoken), "char", a saved tokenizer's path
     val_fraction: float = 0.0,     # share of each document (its tail) held out as the 'val' split
     shard: str | tuple[int, int] | None = None,  # "K/N": write shard K (from 0) of N; None: the only shard
     chunk_bytes: int = 1 << 20,    # bytes per piece sent to a worker
@@ -567,16 +699,17 @@ def prepare_store(
     "Tokenize `inputs` into shard K of N of the token store `out`; returns the store folder."
     _check_settings(val_fraction, chunk_bytes, workers, executor)
     k, n = parse_shard(shard)
-    every_doc, encoding, out = _expand_inputs(inputs), _checked_encoding(tokenizer), Path(out).expanduser()
+    every_doc, out = _expand_inputs(inputs), Path(out).expanduser()
     _check_out(out, (k, n), overwrite)
     _check_has_text(every_doc)
+    tokenizer = _checked_tokenizer(tokenizer, every_doc)
     docs = every_doc[k::n]
     total = sum(d.stat().st_size for d in docs)
     use_pool = workers > 1 and total > 2 * chunk_bytes  # a small input is not worth starting workers
-    with _workers(workers if use_pool else 0, executor) as pool, \
+    with _workers(workers if use_pool else 0, executor, tokenizer) as pool, \
          tqdm(total=total, unit="B", unit_scale=True, disable=None if progress is None else not progress,
               desc=f"prepare {shard_stem(k, n)}") as bar:
-        _write_shard(docs, out, (k, n), encoding, val_fraction, chunk_bytes, pool, 2 * max(workers, 1), bar)
+        _write_shard(docs, out, (k, n), tokenizer, val_fraction, chunk_bytes, pool, 2 * max(workers, 1), bar)
     return out
 
 # %% ../nbs/03a_store.ipynb #b87ba6e0
@@ -596,8 +729,9 @@ def add_prepare_parser(
                    help="hold out the last F of every document as the 'val' split (default: 0)")
     p.add_argument("--shard", default=None, metavar="K/N",
                    help="write shard K (from 0) of N; N machines run K = 0 … N-1")
-    p.add_argument("--tokenizer", default="gpt2",
-                   help="tiktoken encoding with GPT-2's pre-tokenizer (default: gpt2)")
+    p.add_argument("--tokenizer", default="gpt2", metavar="gpt2|char|PATH",
+                   help="gpt2 (default; or r50k_base, p50k_base), char (one token per character of the "
+                        "input), or a file saved by BPETokenizer.save or CharTokenizer.save")
     p.add_argument("--workers", type=int, default=2, help="tokenizing processes (default: 2)")
     p.add_argument("--chunk-mb", type=float, default=1.0, help="MB of text per piece (default: 1)")
     p.add_argument("--quiet", action="store_true",

@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import html
+import json
 import importlib.util
 import operator
 import os
@@ -21,10 +22,12 @@ import tiktoken
 from fastcore.basics import patch
 from tiktoken.load import data_gym_to_mergeable_bpe_ranks
 
+from .io import atomic_write
+
 # %% auto #0
-__all__ = ['SPLIT_PATTERN', 'ENDOFTEXT', 'UNK', 'GPT2_PATTERN', 'GPT2_PATTERN_PUBLISHED', 'GPT2_FILE_SHA256', 'regex_split',
-           'RegexTokenizer', 'gpt2_bpe_files', 'gpt2_encoding', 'tiktoken_encoding', 'TikTokenizer', 'Tokenizer',
-           'TokenView', 'show_tokens']
+__all__ = ['SPLIT_PATTERN', 'ENDOFTEXT', 'UNK', 'CHAR_TOKENIZER_FORMAT', 'GPT2_PATTERN', 'GPT2_PATTERN_PUBLISHED',
+           'GPT2_FILE_SHA256', 'regex_split', 'RegexTokenizer', 'CharTokenizer', 'gpt2_bpe_files', 'gpt2_encoding',
+           'tiktoken_encoding', 'TikTokenizer', 'Tokenizer', 'TokenView', 'show_tokens']
 
 # %% ../nbs/02_tokenizers.ipynb #2bbd802f
 # one punctuation mark, a double dash, or one whitespace character
@@ -169,6 +172,69 @@ def get_n_vocab_tokens(self: RegexTokenizer) -> int:
 def __repr__(self: RegexTokenizer) -> str:
     size = "not built yet" if self.str_to_int is None else f"{len(self.str_to_int)} tokens"
     return f"RegexTokenizer(vocabulary: {size}, special_tokens={list(self.special_tokens)})"
+
+# %% ../nbs/02_tokenizers.ipynb #58ae866c
+class CharTokenizer:
+    "One token per character: the vocabulary is the sorted set of characters of a text."
+    def __init__(self,
+                 text: str = "",                   # the text whose characters make the vocabulary
+                 chars: Sequence[str] | None = None,  # the vocabulary itself, in id order (instead of `text`)
+                ):
+        self.chars = sorted(set(text)) if chars is None else list(chars)
+        bad = any(not isinstance(c, str) or len(c) != 1 for c in self.chars)
+        if bad or len(set(self.chars)) != len(self.chars):
+            raise ValueError("chars must be distinct single characters")
+        self.stoi, self.name = {c: i for i, c in enumerate(self.chars)}, "char"
+
+    def get_n_vocab_tokens(self) -> int: return len(self.chars)
+    def __repr__(self): return f"CharTokenizer({len(self.chars)} characters: {''.join(self.chars)[:40]!r})"
+
+# %% ../nbs/02_tokenizers.ipynb #c4d32f20
+@patch
+def encode(self: CharTokenizer,
+           text: str,  # text made of the vocabulary's characters
+          ) -> list[int]:
+    "The id of each character of `text`."
+    try: return [self.stoi[c] for c in text]
+    except KeyError:
+        unknown = sorted(set(text) - self.stoi.keys())
+        raise ValueError(f"{len(unknown)} character(s) of the text are not in the vocabulary: "
+                         f"{''.join(unknown)[:50]!r}; build the CharTokenizer from a text with them"
+                        ) from None
+
+@patch
+def decode(self: CharTokenizer,
+           ids: Iterable[int],  # token ids (a list, or a 1-D tensor)
+          ) -> str:
+    "The text of `ids`."
+    ids = ids.tolist() if hasattr(ids, "tolist") else list(ids)
+    if bad := [i for i in ids if not 0 <= i < len(self.chars)]:
+        raise ValueError(f"ids {bad[:5]} are outside this vocabulary of {len(self.chars)} characters")
+    return "".join(self.chars[i] for i in ids)
+
+# %% ../nbs/02_tokenizers.ipynb #9530b1e0
+CHAR_TOKENIZER_FORMAT = "tiny_gpt.char_tokenizer"
+
+@patch
+def save(self: CharTokenizer,
+         path: str | os.PathLike,  # a JSON file; written atomically
+        ) -> Path:
+    "Save the vocabulary as JSON."
+    with atomic_write(path, "w") as f:
+        json.dump({"format": CHAR_TOKENIZER_FORMAT, "chars": self.chars}, f, ensure_ascii=False)
+    return Path(path)
+
+@patch(cls_method=True)
+def load(cls: CharTokenizer,
+         path: str | os.PathLike,  # a file written by `CharTokenizer.save`
+        ) -> CharTokenizer:
+    "The tokenizer saved in `path`."
+    try: data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError): data = None
+    if not isinstance(data, dict) or data.get("format") != CHAR_TOKENIZER_FORMAT:
+        raise ValueError(f"'{path}' is not a saved CharTokenizer (no format {CHAR_TOKENIZER_FORMAT!r}): "
+                         "pass a file written by CharTokenizer.save")
+    return cls(chars=data["chars"])
 
 # %% ../nbs/02_tokenizers.ipynb #8d4fc8a6
 GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}++| ?\p{N}++| ?[^\s\p{L}\p{N}]++|\s++$|\s+(?!\S)|\s"""

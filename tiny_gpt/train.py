@@ -18,15 +18,14 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from fastcore.basics import patch
-from torch import nn
+from torch import distributed as dist, nn
 from torch.utils.data import DataLoader, Sampler
 from tqdm import tqdm
 
@@ -34,15 +33,15 @@ from .data import WindowLoader, tiny_data_loader
 from .env import get_device
 from .io import atomic_write
 from .model import GPTModel, generate, init_gpt2_weights
-from .tokenizers import TikTokenizer
+from .bpe import tokenizer_from_info, tokenizer_info
+from .tokenizers import CharTokenizer, TikTokenizer
 from .cli import BadInput
 
 # %% auto #0
-__all__ = ['LOG_KEYS', 'EVAL_KEYS', 'CHAR_TOKENIZER_FORMAT', 'CHECKPOINT_NAME', 'METRICS_NAME', 'CHECKPOINT_FORMAT',
-           'CHECKPOINT_VERSION', 'POSITION_KEYS', 'TRAIN_PRESETS', 'calc_loss_batch', 'calc_loss_loader', 'evaluate',
-           'sample_text', 'train_model_simple', 'cosine_lr', 'make_adamw', 'TrainSettings', 'train', 'CharTokenizer',
-           'tokenizer_info', 'tokenizer_from_info', 'save_checkpoint', 'load_checkpoint', 'model_from_checkpoint',
-           'add_train_parser', 'run_train']
+__all__ = ['LOG_KEYS', 'EVAL_KEYS', 'CHECKPOINT_NAME', 'METRICS_NAME', 'CHECKPOINT_FORMAT', 'CHECKPOINT_VERSION', 'POSITION_KEYS',
+           'TRAIN_PRESETS', 'calc_loss_batch', 'calc_loss_loader', 'evaluate', 'sample_text', 'train_model_simple',
+           'cosine_lr', 'make_adamw', 'TrainSettings', 'train', 'save_checkpoint', 'load_checkpoint',
+           'model_from_checkpoint', 'add_train_parser', 'run_train']
 
 # %% ../nbs/07_train.ipynb #0281fcdf
 def calc_loss_batch(
@@ -449,91 +448,6 @@ def train(
     run.start(resume, compile)
     return run.loop(progress, stop_after, callback)
 
-# %% ../nbs/07_train.ipynb #58ae866c
-class CharTokenizer:
-    "One token per character: the vocabulary is the sorted set of characters of a text."
-    def __init__(self,
-                 text: str = "",                   # the text whose characters make the vocabulary
-                 chars: Sequence[str] | None = None,  # the vocabulary itself, in id order (instead of `text`)
-                ):
-        self.chars = sorted(set(text)) if chars is None else list(chars)
-        bad = any(not isinstance(c, str) or len(c) != 1 for c in self.chars)
-        if bad or len(set(self.chars)) != len(self.chars):
-            raise ValueError("chars must be distinct single characters")
-        self.stoi, self.name = {c: i for i, c in enumerate(self.chars)}, "char"
-
-    def get_n_vocab_tokens(self) -> int: return len(self.chars)
-    def __repr__(self): return f"CharTokenizer({len(self.chars)} characters: {''.join(self.chars)[:40]!r})"
-
-# %% ../nbs/07_train.ipynb #c4d32f20
-@patch
-def encode(self: CharTokenizer,
-           text: str,  # text made of the vocabulary's characters
-          ) -> list[int]:
-    "The id of each character of `text`."
-    try: return [self.stoi[c] for c in text]
-    except KeyError:
-        unknown = sorted(set(text) - self.stoi.keys())
-        raise ValueError(f"{len(unknown)} character(s) of the text are not in the vocabulary: "
-                         f"{''.join(unknown)[:50]!r}; build the CharTokenizer from a text with them"
-                        ) from None
-
-@patch
-def decode(self: CharTokenizer,
-           ids: Iterable[int],  # token ids (a list, or a 1-D tensor)
-          ) -> str:
-    "The text of `ids`."
-    ids = ids.tolist() if hasattr(ids, "tolist") else list(ids)
-    if bad := [i for i in ids if not 0 <= i < len(self.chars)]:
-        raise ValueError(f"ids {bad[:5]} are outside this vocabulary of {len(self.chars)} characters")
-    return "".join(self.chars[i] for i in ids)
-
-# %% ../nbs/07_train.ipynb #9530b1e0
-CHAR_TOKENIZER_FORMAT = "tiny_gpt.char_tokenizer"
-
-@patch
-def save(self: CharTokenizer,
-         path: str | os.PathLike,  # a JSON file; written atomically
-        ) -> Path:
-    "Save the vocabulary as JSON."
-    with atomic_write(path, "w") as f:
-        json.dump({"format": CHAR_TOKENIZER_FORMAT, "chars": self.chars}, f, ensure_ascii=False)
-    return Path(path)
-
-@patch(cls_method=True)
-def load(cls: CharTokenizer,
-         path: str | os.PathLike,  # a file written by `CharTokenizer.save`
-        ) -> CharTokenizer:
-    "The tokenizer saved in `path`."
-    data = json.loads(Path(path).read_text(encoding="utf-8"))
-    if not isinstance(data, dict) or data.get("format") != CHAR_TOKENIZER_FORMAT:
-        raise ValueError(f"'{path}' is not a saved CharTokenizer (no format {CHAR_TOKENIZER_FORMAT!r})")
-    return cls(chars=data["chars"])
-
-# %% ../nbs/07_train.ipynb #41a9b330
-def tokenizer_info(
-    tokenizer: object | dict | None,  # a tokenizer of tiny_gpt, or its info dict
-) -> dict | None:
-    "What a checkpoint records of a tokenizer: its kind and, for char and BPE, the vocabulary itself."
-    if tokenizer is None or isinstance(tokenizer, dict): return tokenizer
-    if isinstance(tokenizer, CharTokenizer): return {"kind": "char", "chars": "".join(tokenizer.chars)}
-    if hasattr(tokenizer, "ranks") and hasattr(tokenizer, "special_tokens"):  # tiny_gpt.bpe's BPETokenizer
-        return {"kind": "bpe", "name": tokenizer.name, "pattern": tokenizer.pattern,
-                "ranks": dict(tokenizer.ranks), "special_tokens": dict(tokenizer.special_tokens)}
-    if hasattr(tokenizer, "encoding"): return {"kind": "tiktoken", "name": tokenizer.name}  # TikTokenizer
-    return {"kind": type(tokenizer).__name__, "n_vocab": tokenizer.get_n_vocab_tokens()}
-
-def tokenizer_from_info(
-    info: dict,  # from `tokenizer_info`, e.g. a checkpoint's "tokenizer"
-):
-    "The tokenizer that `info` describes (char, tiktoken or BPE)."
-    if info["kind"] == "char": return CharTokenizer(chars=info["chars"])
-    if info["kind"] == "tiktoken": return TikTokenizer(info["name"], {"<|endoftext|>"})
-    if info["kind"] == "bpe":
-        from tiny_gpt.bpe import BPETokenizer
-        return BPETokenizer(info["ranks"], info["special_tokens"], name=info["name"], pattern=info["pattern"])
-    raise ValueError(f"a {info['kind']!r} tokenizer cannot be rebuilt from a checkpoint: pass it yourself")
-
 # %% ../nbs/07_train.ipynb #92f19003
 CHECKPOINT_NAME, METRICS_NAME = "checkpoint.pt", "metrics.jsonl"  # the files of a run's folder
 CHECKPOINT_FORMAT, CHECKPOINT_VERSION = "tiny_gpt.checkpoint", 1
@@ -725,27 +639,34 @@ def _model_config(preset: str | None, config_file: str | None, saved: dict | Non
     return cfg
 
 # %% ../nbs/07_train.ipynb #3c282869
-def _text_ids(path: Path, kind: str, saved_tokenizer: dict | None):
+def _text_ids(path: Path, kind: str | None, saved_tokenizer: dict | None):
     "(tokenizer, train ids, val ids) of a text file: the first 90 % to train, the last 10 % to validate."
     from tiny_gpt.io import io_load_text_file
     text = io_load_text_file(path, verbose=False)
     if saved_tokenizer: tokenizer = tokenizer_from_info(saved_tokenizer)
     elif kind == "char": tokenizer = CharTokenizer(text)
-    elif kind == "gpt2": tokenizer = TikTokenizer("gpt2", {"<|endoftext|>"})
+    elif kind in (None, "gpt2"): tokenizer = TikTokenizer("gpt2", {"<|endoftext|>"})
     else: raise BadInput(f"--tokenizer must be 'char' or 'gpt2' for a text file, got {kind!r}")
     ids = torch.tensor(tokenizer.encode(text), dtype=torch.long)
     n_train = int(0.9 * len(ids))
     return tokenizer, ids[:n_train], ids[n_train:]
 
-def _data(path: Path, kind: str, saved_tokenizer: dict | None):
+def _store_data(path: Path, kind: str | None):
+    "(the store's tokenizer, train split, val split or None) of a token store folder."
+    from tiny_gpt.store import open_store
+    try: train = open_store(path, "train")
+    except FileNotFoundError as e: raise BadInput(str(e)) from None  # a folder that is not a store
+    if kind is not None and kind != train.tokenizer_name:
+        raise BadInput(f"--tokenizer {kind} differs from the tokenizer of the store '{path}' "
+                       f"({train.tokenizer_name}): leave --tokenizer out to train with the store's, or "
+                       f"prepare the store again with --tokenizer {kind}")
+    try: val = open_store(path, "val")
+    except ValueError: val = None  # a store without a val split
+    return train.tokenizer, train, val
+
+def _data(path: Path, kind: str | None, saved_tokenizer: dict | None):
     "(tokenizer, train source, val source or None) of a text file or a token store folder."
-    if path.is_dir():
-        from tiny_gpt.store import open_store
-        try: train = open_store(path, "train")
-        except FileNotFoundError as e: raise BadInput(str(e)) from None  # a folder that is not a store
-        try: val = open_store(path, "val")
-        except ValueError: val = None  # a store without a val split
-        return TikTokenizer(train.tokenizer_name, {"<|endoftext|>"}), train, val
+    if path.is_dir(): return _store_data(path, kind)
     if not path.exists():
         raise BadInput(f"no data at '{path}': pass a text file, or a token store folder made by "
                                 "`tiny-gpt prepare`")
@@ -771,7 +692,8 @@ def add_train_parser(
     p.add_argument("data", help="a UTF-8 text file (90 %% train, 10 %% val) or a token store folder")
     p.add_argument("--out", required=True, metavar="DIR", help="the run folder: checkpoint.pt, metrics.jsonl")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
-    p.add_argument("--tokenizer", default="gpt2", choices=("gpt2", "char"), help="for a text file (gpt2)")
+    p.add_argument("--tokenizer", default=None, choices=("gpt2", "char"),
+                   help="for a text file (default: gpt2); a store's own is always used")
     p.add_argument("--preset", help=f"model shape: {', '.join(TRAIN_PRESETS)} (default: tiny)")
     p.add_argument("--config", metavar="FILE", help="model config as JSON (the book's keys)")
     for flag, kind, what in _SETTING_FLAGS: p.add_argument(flag, type=kind, default=None, help=what)
@@ -809,6 +731,9 @@ def run_train(
     out = Path(args.out)
     ckpt = _check_out(out, args.resume)
     tokenizer, train_src, val_src = _data(Path(args.data), args.tokenizer, ckpt and ckpt["tokenizer"])
+    if ckpt and (diff := _differences(ckpt["tokenizer"], tokenizer_info(tokenizer))):
+        raise BadInput(f"the run in '{out}' was trained with another tokenizer than the data's ({diff}): "
+                       "resume it on data made with the run's tokenizer, or start a new run in another --out")
     cfg = _model_config(args.preset, args.config, ckpt and ckpt["config"], tokenizer.get_n_vocab_tokens())
     settings = _settings(args, ckpt and ckpt["settings"])
     T = cfg["context_length"]
