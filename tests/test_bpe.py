@@ -314,3 +314,30 @@ def test_integer_ids_of_every_kind_still_decode():
         assert OURS.decode(ids) == THEIRS.decode([31373, 995]) == "hello world", ids
         assert TikTokenizer("gpt2").decode(ids) == "hello world"
     assert OURS.decode_tokens_bytes(np.array([31373])) == [b"hello"]
+
+
+# ---------------------------------------------------------------- a tokenizer as data
+
+def test_tokenizer_info_of_a_bpe_is_its_saved_file(tmp_path):
+    "The info is the file `save` writes, without its format and version; it survives JSON and a weights-only load."
+    import json
+    import torch
+    from tiny_gpt.bpe import tokenizer_from_info, tokenizer_info
+    text = corpus_path("the-verdict.txt").read_text(encoding="utf-8")
+    bpe = BPETokenizer.train(text, vocab_size=300, progress=False)
+    saved = json.loads(bpe.save(tmp_path / "bpe.json").read_text(encoding="utf-8"))
+    info = tokenizer_info(bpe)
+    assert info == {k: v for k, v in saved.items() if k not in ("format", "version")} | {"kind": "bpe"}
+    assert json.loads(json.dumps(info)) == info
+    torch.save({"tokenizer": info}, tmp_path / "ckpt.pt")
+    back = tokenizer_from_info(torch.load(tmp_path / "ckpt.pt", weights_only=True)["tokenizer"])
+    assert back.encode(text) == bpe.encode(text) and back.special_tokens == bpe.special_tokens
+
+
+def test_gpt2_rebuilt_from_its_info_gives_tiktokens_ids():
+    from tiny_gpt.bpe import tokenizer_from_info, tokenizer_info
+    rebuilt = tokenizer_from_info(tokenizer_info(BPETokenizer.gpt2()))
+    text = corpus_path("the-verdict.txt").read_text(encoding="utf-8")
+    assert rebuilt.encode(text) == TikTokenizer("gpt2").encode(text)  # tiktoken's own GPT-2, from local files
+    assert tokenizer_from_info(tokenizer_info(TikTokenizer("gpt2"))).encode(text) == TikTokenizer("gpt2").encode(text)
+    with pytest.raises(ValueError, match="cannot be rebuilt"): tokenizer_from_info({"kind": "RegexTokenizer", "n_vocab": 9})

@@ -419,7 +419,7 @@ def _edit_header(folder: Path, **changes):
 @pytest.mark.parametrize("damage, error, match", [
     (lambda d: (d / "shard-00000-of-00001.run1.train.bin").unlink(), FileNotFoundError, r"train.bin' is missing .*prepare shard 0/1 again"),
     (lambda d: (d / "shard-00000-of-00001.json").write_text("{", encoding="utf-8"), ValueError, "is not a valid store header"),
-    (lambda d: _edit_header(d, version=99), ValueError, "is not a version-1 tiny_gpt.token_store header"),
+    (lambda d: _edit_header(d, version=99), ValueError, "is not a version-1 or version-2 tiny_gpt.token_store header"),
     (lambda d: _edit_header(d, dtype="uint32"), ValueError, "the file is truncated or has the wrong dtype"),
     (lambda d: _edit_header(d, dtype="uint8"), ValueError, "declares dtype 'uint8', which cannot hold 50257 token ids"),
     (lambda d: (d / "shard-00000-of-00001.run1.train.bin").write_bytes(b"\0" * 10), ValueError, "has 10 bytes but its header promises"),
@@ -503,3 +503,219 @@ def test_cli_prepare_errors(tmp_path):
     result = subprocess.run([*_tiny_gpt(), "prepare", str(tmp_path), "--out", str(tmp_path / "s"), "--shard", "2/2"],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and "K counts from 0" in result.stderr
+
+
+# ---------------------------------------------------------------- other tokenizers: char, a saved BPE
+
+from tiny_gpt.bpe import BPETokenizer  # noqa: E402
+from tiny_gpt.tokenizers import CharTokenizer, TikTokenizer  # noqa: E402
+
+CHAR_DOCS = ["To be, or not to be: that is the question.\r\nWhether 'tis nobler…\n" * 6,
+             "\ufeffcafé, naïve — 中文 and 🦜 parrots.\n\nTabs\there.  " * 5,
+             "short, and no newline at its end"]
+
+
+def _write_docs(folder: Path, texts: list[str]) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = [folder / f"doc{i}.txt" for i in range(len(texts))]
+    for p, t in zip(paths, texts): p.write_bytes(t.encode("utf-8"))
+    return paths
+
+
+def _doc_ids(folder: Path) -> list[dict[str, list[int]]]:
+    "Each document's ids per split, sliced with the header's per-document counts."
+    split_ids = {s: store_ids(folder, s) for s in ("train", "val")}
+    header, out, at = open_store(folder).headers[0], [], {"train": 0, "val": 0}
+    for source in header["sources"]:
+        doc = {}
+        for s, n in source["n_tokens"].items():
+            doc[s], at[s] = split_ids[s][at[s]:at[s] + n], at[s] + n
+        out.append(doc)
+    return out
+
+
+@pytest.mark.parametrize("executor", ["process", "thread"])
+def test_char_store_decodes_to_each_document(tmp_path, executor):
+    "Pieces of ~64 bytes on 2 workers: every document's ids are its characters' ranks, and decode back to it."
+    paths = _write_docs(tmp_path / "in", CHAR_DOCS)
+    prepare_store(paths, tmp_path / "s", tokenizer="char", val_fraction=0.2, chunk_bytes=64, workers=2,
+                  executor=executor, progress=False)
+    texts = [t.removeprefix("\ufeff") for t in CHAR_DOCS]  # a byte-order mark is not text
+    vocab = sorted(set("".join(texts)))                    # the reference: sorted characters of all documents
+    store = open_store(tmp_path / "s")
+    assert store.tokenizer_info == {"kind": "char", "chars": "".join(vocab)}
+    assert (store.tokenizer_name, store.vocab_size, store.eot_token, store.dtype) == ("char", len(vocab), None, np.uint16)
+    for text, ids in zip(texts, _doc_ids(tmp_path / "s")):
+        assert ids["train"] + ids["val"] == [vocab.index(c) for c in text]
+        assert store.tokenizer.decode(ids["train"]) + store.tokenizer.decode(ids["val"]) == text
+        assert ids["val"]  # each document has a val tail
+
+
+def test_char_shards_agree_on_the_vocabulary(tmp_path):
+    "Shards 0/2 and 1/2 see different documents but build the same vocabulary: that of all of them."
+    paths = _write_docs(tmp_path / "in", ["abc abc\n", "xyz xyz\n", "ÅÄÖ åäö\n"])
+    for k in (0, 1): prepare_store(paths, tmp_path / "s", tokenizer="char", shard=(k, 2), progress=False)
+    store = open_store(tmp_path / "s")
+    infos = [h["tokenizer_info"] for h in store.headers]
+    assert infos[0] == infos[1] == {"kind": "char", "chars": "".join(sorted(set("abc xyz ÅÄÖ åäö\n")))}
+    expected = [c for t in ("abc abc\n", "ÅÄÖ åäö\n", "xyz xyz\n") for c in t]  # shard 0: docs 0, 2; shard 1: doc 1
+    assert store.tokenizer.decode(np.concatenate(store.shards)) == "".join(expected)
+    header_file = tmp_path / "s" / f"{shard_stem(1, 2)}.json"
+    h = json.loads(header_file.read_text(encoding="utf-8"))
+    header_file.write_text(json.dumps(h | {"tokenizer_info": {"kind": "char", "chars": "\n abcxyz"}}), encoding="utf-8")
+    with pytest.raises(BadInput, match=r"disagree on tokenizer_info .*: char \(14 characters\).*: char \(8 characters\)"):
+        open_store(tmp_path / "s")
+
+
+@pytest.fixture(scope="module")
+def saved_bpe(tmp_path_factory) -> Path:
+    "A 320-token BPE with GPT-2's pre-tokenizer, trained on The Verdict and saved."
+    text = corpus_path("the-verdict.txt").read_text(encoding="utf-8")
+    return BPETokenizer.train(text, vocab_size=320, progress=False).save(tmp_path_factory.mktemp("bpe") / "bpe.json")
+
+
+@pytest.mark.parametrize("executor", ["process", "thread"])
+def test_bpe_path_store_equals_the_loaded_tokenizer(tmp_path, saved_bpe, executor):
+    "Each document's ids are BPETokenizer.load(PATH).encode(document), closed by its <|endoftext|>; pieces of ~50 bytes."
+    texts = [corpus_path("the-verdict.txt").read_text(encoding="utf-8")[:3000], CHAR_DOCS[0], "x" * 500 + " end"]
+    paths = _write_docs(tmp_path / "in", texts)
+    prepare_store(paths, tmp_path / "s", tokenizer=saved_bpe, val_fraction=0.1, chunk_bytes=50, workers=2,
+                  executor=executor, progress=False)
+    reference = BPETokenizer.load(saved_bpe)
+    eot = reference.special_tokens["<|endoftext|>"]
+    for text, ids in zip(texts, _doc_ids(tmp_path / "s")):
+        assert ids["train"][-1] == ids["val"][-1] == eot
+        assert ids["train"][:-1] + ids["val"][:-1] == reference.encode(text)
+    store = open_store(tmp_path / "s", tokenizer=reference)
+    assert (store.vocab_size, store.eot_token) == (320, eot)
+    assert store.tokenizer.decode(store.shards[0][:40]) == texts[0][:len(store.tokenizer.decode(store.shards[0][:40]))]
+
+
+def test_gpt2_saved_as_a_bpe_file_gives_tiktokens_ids(tmp_path):
+    "GPT-2's merges in plain Python, saved and named by path: the same ids as tiktoken's gpt2."
+    path = BPETokenizer.gpt2().save(tmp_path / "gpt2.json")
+    text = corpus_path("the-verdict.txt").read_text(encoding="utf-8")
+    paths = _write_docs(tmp_path / "in", [text])
+    prepare_store(paths, tmp_path / "s", tokenizer=path, chunk_bytes=4096, workers=2, executor="thread", progress=False)
+    assert store_ids(tmp_path / "s") == encode(text) + [EOT]
+
+
+def test_bpe_without_endoftext_lets_documents_abut(tmp_path):
+    text = "one two three\n"
+    bpe = BPETokenizer.train(text * 10, vocab_size=270, special_tokens=(), progress=False)
+    paths = _write_docs(tmp_path / "in", [text, text.upper()])
+    prepare_store(paths, tmp_path / "s", tokenizer=bpe.save(tmp_path / "bpe.json"), progress=False)
+    store = open_store(tmp_path / "s")
+    assert store.eot_token is None and "no end-of-text token" in store.headers[0]["layout"]
+    assert store_ids(tmp_path / "s") == bpe.encode(text) + bpe.encode(text.upper())
+
+
+def test_a_saved_char_tokenizer_is_a_fixed_vocabulary(tmp_path):
+    tok = CharTokenizer("abcdefghijklmnopqrstuvwxyz \n")
+    paths = _write_docs(tmp_path / "in", ["hello world\n" * 30])
+    prepare_store(paths, tmp_path / "s", tokenizer=tok.save(tmp_path / "chars.json"), progress=False)
+    assert store_ids(tmp_path / "s") == tok.encode("hello world\n" * 30)
+    assert open_store(tmp_path / "s").tokenizer_info == {"kind": "char", "chars": "".join(tok.chars)}
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_character_outside_a_fixed_vocabulary_is_refused_and_nothing_is_left(tmp_path, workers):
+    chars = CharTokenizer("abc ").save(tmp_path / "abc.json")
+    paths = _write_docs(tmp_path / "in", ["abc " * 100 + "cab d " + "abc " * 100])
+    with pytest.raises(BadInput, match=r"doc0.txt' holds 1 character\(s\) that the tokenizer's 4 lack: 'd'") as e:
+        prepare_store(paths, tmp_path / "new" / "s", tokenizer=chars, chunk_bytes=64, workers=workers, progress=False)
+    assert "\n" not in str(e.value) and not (tmp_path / "new").exists()
+
+
+def test_tokenizer_files_that_cannot_be_used_are_refused_in_one_line(tmp_path):
+    paths = _write_docs(tmp_path / "in", ["tea for two\n"])
+    gpt4 = BPETokenizer.train("tea for two", vocab_size=260, pattern="gpt4", progress=False).save(tmp_path / "g4.json")
+    (tmp_path / "junk.json").write_text('{"format": "something else"}', encoding="utf-8")
+    (tmp_path / "damaged.json").write_text(json.dumps({**json.loads(gpt4.read_text(encoding="utf-8")), "tokens": ["a"]}),
+                                           encoding="utf-8")
+    for tokenizer, message in [(gpt4, "splits text with another pattern than GPT-2's pre-tokenizer"),
+                               (tmp_path / "junk.json", "junk.json' is not a saved tokenizer"),
+                               (paths[0], "doc0.txt' is not a saved tokenizer"),
+                               (tmp_path / "damaged.json", "does not contain all 256 single bytes"),
+                               (str(tmp_path / "nowhere.json"), "no tokenizer file at"),
+                               ("cl100k_base", "does not use GPT-2's pre-tokenizer")]:
+        with pytest.raises(BadInput, match=message) as e:
+            prepare_store(paths, tmp_path / "s", tokenizer=tokenizer, progress=False)
+        assert "\n" not in str(e.value)
+    assert not (tmp_path / "s").exists()
+
+
+def test_open_store_compares_a_whole_tokenizer(tmp_path):
+    paths = _write_docs(tmp_path / "in", ["abc\n"])
+    prepare_store(paths, tmp_path / "c", tokenizer="char", progress=False)
+    prepare_store(paths, tmp_path / "g", progress=False)
+    assert open_store(tmp_path / "c", tokenizer=CharTokenizer("cab\n")).n_tokens == 4
+    assert open_store(tmp_path / "g", tokenizer=TikTokenizer("gpt2")).n_tokens == len(encode("abc\n")) + 1
+    with pytest.raises(BadInput, match=r"tokenized with char \(4 characters\), but char \(3 characters\) is expected"):
+        open_store(tmp_path / "c", tokenizer=CharTokenizer("abc"))
+    with pytest.raises(BadInput, match="tokenized with tiktoken 'gpt2', but char"):
+        open_store(tmp_path / "g", tokenizer={"kind": "char", "chars": "abc\n"})
+    with pytest.raises(BadInput, match="tokenized with 'char', but 'gpt2' is expected"):
+        open_store(tmp_path / "c", tokenizer="gpt2")
+
+
+def test_a_version_1_store_is_still_read(tmp_path):
+    "A store written by the previous version: its header names a tiktoken encoding and carries no tokenizer_info."
+    ids = np.array(encode("An old store.") + [EOT], dtype="<u2")
+    (tmp_path / "old").mkdir()
+    ids.tofile(tmp_path / "old" / "shard-00000-of-00001.run1.train.bin")
+    import hashlib
+    header = {"format": "tiny_gpt.token_store", "version": 1, "tokenizer": "gpt2", "vocab_size": 50257,
+              "eot_token": 50256, "dtype": "uint16", "byteorder": "little",
+              "layout": "each document's ids, then <|endoftext|>; its val tail likewise in the val file",
+              "n_tokens": len(ids), "val_fraction": 0.0, "run": 1, "sources": [],
+              "splits": {"train": {"file": "shard-00000-of-00001.run1.train.bin", "n_tokens": len(ids),
+                                   "n_documents": 1, "sha256": hashlib.sha256(ids.tobytes()).hexdigest()}},
+              "shard": {"index": 0, "count": 1, "rule": "document i (in input order) goes to shard i % count"},
+              "created": "2026-01-01T00:00:00+00:00", "seconds": 0.1}
+    (tmp_path / "old" / "shard-00000-of-00001.json").write_text(json.dumps(header), encoding="utf-8")
+    store = open_store(tmp_path / "old", tokenizer=TikTokenizer("gpt2"))
+    assert store.header["version"] == 1 and store.tokenizer_info == {"kind": "tiktoken", "name": "gpt2"}
+    assert store.tokenizer.decode(store.shards[0][:-1].tolist()) == "An old store."
+
+
+def test_a_store_pickles_without_its_tokenizer(tmp_path):
+    paths = _write_docs(tmp_path / "in", ["abc\n" * 10])
+    prepare_store(paths, tmp_path / "s", tokenizer="char", progress=False)
+    store = open_store(tmp_path / "s")
+    assert store.tokenizer.chars == ["\n", "a", "b", "c"]
+    clone = pickle.loads(pickle.dumps(store))
+    assert "_tokenizer" not in clone.__dict__ and clone.tokenizer.chars == store.tokenizer.chars
+
+
+def test_char_and_bpe_with_spawned_workers(tmp_path, saved_bpe):
+    "What Windows and macOS do: spawned worker processes receive the char or BPE tokenizer once, at start."
+    code = ("import multiprocessing as mp, sys\n"
+            "from tiny_gpt.store import prepare_store\n"
+            "if __name__ == '__main__':\n"
+            "    mp.set_start_method('spawn')\n"
+            "    prepare_store(sys.argv[1], sys.argv[2], tokenizer=sys.argv[3], chunk_bytes=1 << 12, workers=2,\n"
+            "                  progress=False)\n")
+    (tmp_path / "run.py").write_text(code, encoding="utf-8")
+    text = corpus_path("the-verdict.txt").read_text(encoding="utf-8")
+    for tokenizer, expected in (("char", CharTokenizer(text).encode(text)),
+                                (str(saved_bpe), BPETokenizer.load(saved_bpe).encode(text) + [319])):
+        out = tmp_path / f"s-{len(expected)}"
+        subprocess.run([sys.executable, str(tmp_path / "run.py"), str(corpus_path("the-verdict.txt")), str(out),
+                        tokenizer], check=True, timeout=120)
+        assert store_ids(out) == expected
+
+
+def test_pieces_carry_a_short_key_not_the_vocabulary(tmp_path, monkeypatch, saved_bpe):
+    "What is sent to a worker per piece stays a few hundred bytes, whatever the tokenizer's vocabulary."
+    import tiny_gpt.store as store
+    sent, encode_piece = [], store._encode_piece
+
+    def recording(*args):
+        sent.append(len(pickle.dumps(args)))
+        return encode_piece(*args)
+
+    monkeypatch.setattr(store, "_encode_piece", recording)
+    paths = _write_docs(tmp_path / "in", [corpus_path("the-verdict.txt").read_text(encoding="utf-8")[:2000]])
+    store.prepare_store(paths, tmp_path / "s", tokenizer=saved_bpe, chunk_bytes=100, workers=0, progress=False)
+    assert len(sent) > 10 and max(sent) < 300

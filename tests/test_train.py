@@ -362,3 +362,55 @@ def test_generate_writes_with_a_trained_checkpoint(tmp_path, small_text, capsys)
     assert tiny_gpt_main(["generate", "--checkpoint", str(out), "--prompt", "I had", "--preset", "gpt2"]) == 2
     assert tiny_gpt_main(["generate", "--checkpoint", str(out), "--prompt", "€"]) == 2  # not in its characters
     assert tiny_gpt_main(["generate", "--checkpoint", str(tmp_path / "none"), "--prompt", "I"]) == 2
+
+
+# ---------------------------------------------------------------- a token store's own tokenizer
+TRAIN = ["--preset", "tiny", "--eval-interval", "3", "--eval-iters", "1", "--batch-size", "4", "--quiet"]
+
+
+def test_cli_trains_and_generates_with_a_char_stores_tokenizer(tmp_path, small_text, capsys):
+    "prepare --tokenizer char → train STORE → generate --checkpoint: a char model, writing the store's characters."
+    store, out = tmp_path / "store", tmp_path / "run"
+    assert tiny_gpt_main(["prepare", str(small_text), "--out", str(store), "--tokenizer", "char", "--val-fraction",
+                          "0.1", "--quiet"]) == 0
+    assert tiny_gpt_main(["train", str(store), "--out", str(out), *TRAIN, "--max-steps", "3"]) == 0
+    chars = sorted(set(small_text.read_text(encoding="utf-8")))
+    ckpt = load_checkpoint(out)
+    assert ckpt["tokenizer"] == {"kind": "char", "chars": "".join(chars)} and ckpt["config"]["vocab_size"] == len(chars)
+    capsys.readouterr()
+    assert tiny_gpt_main(["generate", "--checkpoint", str(out), "--prompt", "I had", "--max-new-tokens", "20"]) == 0
+    written = capsys.readouterr().out[:-1]  # print's newline
+    assert written.startswith("I had") and len(written) == 5 + 20 and set(written) <= set(chars)
+
+
+def test_cli_refuses_a_tokenizer_other_than_the_stores(tmp_path, small_text, capsys):
+    store = tmp_path / "store"
+    assert tiny_gpt_main(["prepare", str(small_text), "--out", str(store), "--tokenizer", "char", "--quiet"]) == 0
+    assert tiny_gpt_main(["train", str(store), "--out", str(tmp_path / "o"), *TRAIN, "--tokenizer", "gpt2"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--tokenizer gpt2 differs from the tokenizer of the store" in err, err
+    assert not (tmp_path / "o").exists()
+    assert tiny_gpt_main(["train", str(store), "--out", str(tmp_path / "o"), *TRAIN, "--tokenizer", "char",
+                          "--max-steps", "1"]) == 0  # the store's own, named: accepted
+
+
+def test_resume_refuses_data_of_another_tokenizer_and_keeps_the_checkpoint(tmp_path, small_text, capsys):
+    other = tmp_path / "other.txt"
+    other.write_text(small_text.read_text(encoding="utf-8").upper(), encoding="utf-8")  # other characters
+    for text, name in ((small_text, "a"), (other, "b")):
+        assert tiny_gpt_main(["prepare", str(text), "--out", str(tmp_path / name), "--tokenizer", "char",
+                              "--quiet"]) == 0
+    out = tmp_path / "run"
+    assert tiny_gpt_main(["train", str(tmp_path / "a"), "--out", str(out), *TRAIN, "--max-steps", "2"]) == 0
+    before = (out / CHECKPOINT_NAME).read_bytes()
+    assert tiny_gpt_main(["train", str(tmp_path / "b"), "--out", str(out), *TRAIN, "--resume",
+                          "--max-steps", "4"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "was trained with another tokenizer than the data's (chars:" in err, err
+    assert (out / CHECKPOINT_NAME).read_bytes() == before
+
+
+def test_char_tokenizer_still_imports_from_train():
+    import tiny_gpt.tokenizers
+    import tiny_gpt.train
+    assert tiny_gpt.train.CharTokenizer is tiny_gpt.tokenizers.CharTokenizer
