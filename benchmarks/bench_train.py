@@ -33,8 +33,8 @@ from results import record  # noqa: E402
 from tiny_gpt.data import tiny_data_loader  # noqa: E402
 from tiny_gpt.io import corpus_path, io_load_text_file  # noqa: E402
 from tiny_gpt.model import GPTModel, init_gpt2_weights  # noqa: E402
-from tiny_gpt.tokenizers import TikTokenizer  # noqa: E402
-from tiny_gpt.train import CharTokenizer, TrainSettings, train  # noqa: E402
+from tiny_gpt.tokenizers import CharTokenizer, TikTokenizer  # noqa: E402
+from tiny_gpt.train import TrainSettings, train  # noqa: E402
 
 NANOGPT_VAL_LOSS = 1.88
 RECIPE = dict(context_length=64, emb_dim=128, n_heads=4, n_layers=4, drop_rate=0.0, qkv_bias=False, bias=False,

@@ -340,4 +340,5 @@ def test_gpt2_rebuilt_from_its_info_gives_tiktokens_ids():
     text = corpus_path("the-verdict.txt").read_text(encoding="utf-8")
     assert rebuilt.encode(text) == TikTokenizer("gpt2").encode(text)  # tiktoken's own GPT-2, from local files
     assert tokenizer_from_info(tokenizer_info(TikTokenizer("gpt2"))).encode(text) == TikTokenizer("gpt2").encode(text)
-    with pytest.raises(ValueError, match="cannot be rebuilt"): tokenizer_from_info({"kind": "RegexTokenizer", "n_vocab": 9})
+    with pytest.raises(ValueError, match="cannot be rebuilt"):
+        tokenizer_from_info({"kind": "RegexTokenizer", "n_vocab": 9})

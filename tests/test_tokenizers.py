@@ -12,8 +12,8 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 import tiny_gpt.tokenizers as tk
-from tiny_gpt.tokenizers import (ENDOFTEXT, GPT2_PATTERN, GPT2_PATTERN_PUBLISHED, UNK, RegexTokenizer, TikTokenizer,
-                                 regex_split, show_tokens)
+from tiny_gpt.tokenizers import (ENDOFTEXT, GPT2_PATTERN, GPT2_PATTERN_PUBLISHED, UNK, CharTokenizer, RegexTokenizer,
+                                 TikTokenizer, regex_split, show_tokens)
 
 GPT2 = TikTokenizer("gpt2", {ENDOFTEXT})
 PLAIN = TikTokenizer("gpt2")
@@ -342,3 +342,25 @@ def test_the_verdict_known_values_and_round_trips():
     assert rt.get_n_vocab_tokens() == 1132 and rt.str_to_int[UNK] not in rids  # closed under its own vocabulary
     assert rt.encode(rt.decode(rids)) == rids
     assert regex_split(rt.decode(rids)) == regex_split(text)
+
+
+# ---------------------------------------------------------------- CharTokenizer
+
+def test_char_tokenizer_on_tiny_shakespeare_has_nanogpts_65_characters(tmp_path):
+    from tiny_gpt.bpe import tokenizer_from_info, tokenizer_info
+    from tiny_gpt.io import corpus_path
+    text = corpus_path("tinyshakespeare.txt").read_text(encoding="utf-8")
+    tok = CharTokenizer(text)
+    assert tok.get_n_vocab_tokens() == 65 and tok.chars[:3] == ["\n", " ", "!"]  # nanoGPT's prepare.py prints 65
+    ids = tok.encode(text[:1000])
+    assert tok.decode(ids) == text[:1000] and tok.decode(np.array(ids)) == text[:1000]
+    again = CharTokenizer.load(tok.save(tmp_path / "char.json"))
+    assert again.chars == tok.chars
+    assert tokenizer_info(tok) == {"kind": "char", "chars": "".join(sorted(set(text)))}
+    assert tokenizer_from_info(tokenizer_info(tok)).chars == tok.chars
+
+
+def test_char_tokenizer_names_unknown_characters():
+    tok = CharTokenizer("hello world")
+    with pytest.raises(ValueError, match=r"2 character\(s\).*'!é'"): tok.encode("hello é!")
+    with pytest.raises(ValueError, match="outside this vocabulary"): tok.decode([99])

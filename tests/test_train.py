@@ -1,5 +1,6 @@
 """tiny_gpt.train: losses against hand computations, the schedule against nanoGPT's numbers, exact resume,
-atomic checkpoints (a writer killed mid-save), loading that never runs code, and the character tokenizer."""
+atomic checkpoints (a writer killed mid-save), loading that never runs code, the command line, and training
+from a token store with the store's own tokenizer."""
 import math
 import os
 import pickle
@@ -232,23 +233,6 @@ def test_loading_never_runs_code_from_the_file(tmp_path):
     assert not MARKER.exists()
     os.system(f"touch {MARKER}")                                       # the check can fail: the command does work
     assert MARKER.exists()
-
-
-# ---------------------------------------------------------------- CharTokenizer
-def test_char_tokenizer_on_tiny_shakespeare_has_nanogpts_65_characters(tmp_path):
-    text = corpus_path("tinyshakespeare.txt").read_text(encoding="utf-8")
-    tok = CharTokenizer(text)
-    assert tok.get_n_vocab_tokens() == 65 and tok.chars[:3] == ["\n", " ", "!"]  # nanoGPT's prepare.py prints 65
-    ids = tok.encode(text[:1000])
-    assert tok.decode(ids) == text[:1000] and tok.decode(torch.tensor(ids)) == text[:1000]
-    again = CharTokenizer.load(tok.save(tmp_path / "char.json"))
-    assert again.chars == tok.chars and tokenizer_info(tokenizer_from_info(tokenizer_info(tok))) == tokenizer_info(tok)
-
-
-def test_char_tokenizer_names_unknown_characters():
-    tok = CharTokenizer("hello world")
-    with pytest.raises(ValueError, match=r"2 character\(s\).*'!é'"): tok.encode("hello é!")
-    with pytest.raises(ValueError, match="outside this vocabulary"): tok.decode([99])
 
 
 # ---------------------------------------------------------------- the command line
