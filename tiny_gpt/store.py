@@ -78,6 +78,7 @@ def _load_headers(path: Path) -> list[tuple[Path, dict]]:
                               for f, h in headers)
             raise BadInput(f"the shards of '{path}' disagree on {key} ({which}): every shard must be "
                            "prepared with the same --tokenizer; prepare the odd ones again")
+    for _, h in headers: h["tokenizer_info"] = headers[0][1]["tokenizer_info"]  # one copy of a vocabulary
     return headers
 
 # %% ../nbs/03a_store.ipynb #5d1f0a52
@@ -409,8 +410,9 @@ def _checked_tokenizer(
         if not is_file:
             return TikTokenizer(_checked_encoding(spec).name)
         tokenizer = _load_tokenizer_file(Path(spec).expanduser())
-    if isinstance(tokenizer, BPETokenizer) and not (tokenizer.pattern in _CUTTABLE_PATTERNS or
-                                                    PATTERNS.get(tokenizer.pattern) == PATTERNS["gpt2"]):
+    pattern = getattr(tokenizer, "pattern", None)  # a BPE's: a name in PATTERNS, or the regex itself
+    if isinstance(tokenizer, BPETokenizer) and PATTERNS.get(pattern, pattern) != PATTERNS["gpt2"] and \
+            pattern not in _CUTTABLE_PATTERNS:
         raise BadInput(f"the BPE tokenizer {tokenizer.name!r} splits text with another pattern than GPT-2's "
                        "pre-tokenizer, so the store cannot prove where its text may be cut; train it with "
                        "pattern='gpt2'")
