@@ -306,3 +306,16 @@ def test_memmap_windows_equal_the_in_ram_ones(big_memmap):
     again = pickle.loads(blob := pickle.dumps(on_disk))              # a spawned worker re-maps the file
     assert len(blob) < 2000 and isinstance(again.tokens, np.memmap)
     assert torch.equal(again.__getitems__(idx[:100]).inputs, a.inputs[:100])
+
+
+def test_a_store_refuses_a_tokenizer_of_the_same_name_with_another_vocabulary(tmp_path):
+    "Two character vocabularies are both called 'char': the loader compares the vocabularies, not the names."
+    from tiny_gpt.store import prepare_store
+    from tiny_gpt.tokenizers import CharTokenizer
+    (tmp_path / "a.txt").write_text("abcab " * 200, encoding="utf-8")
+    store = prepare_store(tmp_path / "a.txt", tmp_path / "store", tokenizer="char", workers=0, progress=False)
+    kw = dict(batch_size=2, max_length=4, stride=4)
+    with pytest.raises(ValueError, match="was tokenized with"):
+        tiny_data_loader(store, tokenizer=CharTokenizer("abcd "), **kw)
+    inputs, _ = next(iter(tiny_data_loader(store, tokenizer=CharTokenizer("abc "), shuffle=False, **kw)))
+    assert CharTokenizer("abc ").decode(inputs[0]) == "abca"

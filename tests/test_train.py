@@ -1,6 +1,7 @@
 """tiny_gpt.train: losses against hand computations, the schedule against nanoGPT's numbers, exact resume,
 atomic checkpoints (a writer killed mid-save), loading that never runs code, the command line, and training
 from a token store with the store's own tokenizer."""
+import json
 import math
 import os
 import pickle
@@ -398,3 +399,17 @@ def test_char_tokenizer_still_imports_from_train():
     import tiny_gpt.tokenizers
     import tiny_gpt.train
     assert tiny_gpt.train.CharTokenizer is tiny_gpt.tokenizers.CharTokenizer
+
+
+def test_resuming_past_the_cosine_keeps_min_lr_and_says_so(tmp_path, small_text, capsys):
+    "A resumed run keeps its schedule (exact resume); past the cosine's end the rate stays at min_lr, and a note says so."
+    out = tmp_path / "run"
+    base = ["train", str(small_text), "--out", str(out), *RUN[:-1], "--warmup-steps", "1", "--lr", "1e-3"]
+    assert tiny_gpt_main([*base, "--max-steps", "4", "--quiet"]) == 0
+    capsys.readouterr()
+    assert tiny_gpt_main([*base, "--max-steps", "6", "--resume"]) == 0
+    assert "stays at 0.0001 (min_lr) after step 4" in capsys.readouterr().err
+    assert tiny_gpt_main([*base, "--max-steps", "8", "--decay-steps", "12", "--resume"]) == 0
+    assert "note:" not in capsys.readouterr().err
+    lr = {m["step"]: m["lr"] for m in map(json.loads, (out / "metrics.jsonl").read_text(encoding="utf-8").splitlines())}
+    assert lr[6] == pytest.approx(1e-4) and lr[8] > 1.5e-4  # the stretched cosine rises again after step 6

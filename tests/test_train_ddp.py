@@ -5,6 +5,7 @@ reproduce one process with batch 8 (losses within 1e-5); a run stopped and resum
 the run that was not stopped; only rank 0 writes."""
 import json
 import os
+from pathlib import Path
 import subprocess
 import sys
 import textwrap
@@ -106,3 +107,29 @@ def test_rank_0_writes_one_checkpoint_with_every_ranks_rng(runs):
     r0 = runs[0][0]
     assert r0["files"] == ["checkpoint.pt", "metrics.jsonl"]
     assert r0["ckpt_world"] == 2 and r0["ckpt_rngs"] == 2
+
+
+def test_the_command_line_under_torchrun_equals_one_process(tmp_path):
+    "`torchrun --no-python tiny-gpt train`: it joins the process group itself; 2 x batch 4 == 1 x batch 8."
+    from tiny_gpt.io import corpus_path
+    from tiny_gpt.train import load_checkpoint
+    exe = Path(sys.executable).with_name("tiny-gpt")
+    common = [str(corpus_path("the-verdict.txt")), "--tokenizer", "char", "--preset", "tiny", "--sampling", "windows",
+              "--max-steps", "6", "--eval-interval", "3", "--eval-iters", "2", "--log-interval", "1", "--lr", "3e-3",
+              "--warmup-steps", "2", "--device", "cpu"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    ddp = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "--no-python", str(exe),
+           "train", *common, "--batch-size", "4", "--out", str(tmp_path / "ddp")]
+    single = [str(exe), "train", *common, "--batch-size", "8", "--out", str(tmp_path / "single")]
+    outputs = []
+    for cmd in (ddp, single):
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+        assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+        outputs.append(r.stdout)
+    assert outputs[0].count("done:") == 1  # only rank 0 reports
+    metrics = [[json.loads(line) for line in (tmp_path / d / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]
+               for d in ("ddp", "single")]
+    assert [m["step"] for m in metrics[0]] == [m["step"] for m in metrics[1]] == [3, 6]  # written once, by rank 0
+    for a, b in zip(*metrics):
+        assert (a["train_loss"], a["val_loss"]) == pytest.approx((b["train_loss"], b["val_loss"]), abs=1e-5)
+    assert load_checkpoint(tmp_path / "ddp")["world_size"] == 2

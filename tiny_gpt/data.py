@@ -167,11 +167,9 @@ def _as_dataset(source, max_length: int, stride: int, tokenizer: Tokenizer | Non
         from tiny_gpt.store import open_store  # imported here: the store module needs more than text does
         source = open_store(source, split=split)
     if hasattr(source, "shards"):
-        name = getattr(source, "tokenizer_name", None)
-        if tokenizer is not None and name and getattr(tokenizer, "name", name) != name:
-            raise ValueError(f"the store was tokenized with {name!r} but tokenizer is {tokenizer.name!r}: "
-                             "drop the tokenizer argument (a store is already tokenized) "
-                             "or prepare the store again")
+        if tokenizer is not None and hasattr(source, "tokenizer_info"):  # the whole vocabulary, not a name
+            from tiny_gpt.store import _check_tokenizer
+            _check_tokenizer(source, tokenizer)
         where = f"the store {str(getattr(source, 'path', ''))!r}"
         return TokenStoreDataset(source.shards, max_length, stride, where)
     raise TypeError(f"source must be text (str), a token store (pathlib.Path to its folder, or an opened "

@@ -677,6 +677,7 @@ _SETTING_FLAGS = (  # options that set a field of TrainSettings: (flag, type, he
     ("--max-steps", int, "optimizer steps"), ("--eval-interval", int, "steps between evaluations"),
     ("--eval-iters", int, "batches per evaluation"), ("--lr", float, "peak learning rate"),
     ("--min-lr", float, "final learning rate"), ("--warmup-steps", int, "warmup steps"),
+    ("--decay-steps", int, "step where the cosine reaches --min-lr (default: --max-steps)"),
     ("--grad-accum-steps", int, "micro-batches per step"), ("--weight-decay", float, "AdamW weight decay"),
     ("--grad-clip", float, "largest gradient norm"), ("--log-interval", int, "steps between loss read-backs"))
 
@@ -715,6 +716,12 @@ def _settings(args: argparse.Namespace, saved: dict | None) -> TrainSettings:
     given = {f[2:].replace("-", "_") for f, _, _ in _SETTING_FLAGS}
     return dataclasses.replace(s, **{k: getattr(args, k) for k in given if getattr(args, k) is not None})
 
+def _schedule_note(saved: dict | None, s: TrainSettings) -> str | None:
+    "A note for a resumed run that goes on past the end of its cosine (the rate then stays at min_lr)."
+    if not saved or s.decay_steps is None or s.max_steps <= s.decay_steps: return None
+    return (f"note: the learning rate stays at {s.min_lr:g} (min_lr) after step {s.decay_steps}, where the "
+            f"run's cosine ends; pass --decay-steps {s.max_steps} to stretch the cosine to the new end")
+
 def _check_out(out: Path, resume: bool) -> dict | None:
     "The checkpoint to resume from, or None; refuse a folder holding another run when not resuming."
     if resume: return load_checkpoint(out)
@@ -723,19 +730,20 @@ def _check_out(out: Path, resume: bool) -> dict | None:
     return None
 
 # %% ../nbs/07_train.ipynb #141fa2a0
-def run_train(
-    args: argparse.Namespace,  # parsed by the `train` parser
-) -> int:
-    "Run `tiny-gpt train`; returns the exit status (130 after Ctrl-C, with the checkpoint saved)."
+def _train_from_args(args: argparse.Namespace) -> int:
+    "`tiny-gpt train` in this process (one rank of torchrun's, or the only one)."
     from tiny_gpt.model import GPTModel, init_gpt2_weights
     out = Path(args.out)
     ckpt = _check_out(out, args.resume)
+    if _rank_world()[1] > 1: dist.barrier()  # every rank checked --out before rank 0 writes there
     tokenizer, train_src, val_src = _data(Path(args.data), args.tokenizer, ckpt and ckpt["tokenizer"])
     if ckpt and (diff := _differences(ckpt["tokenizer"], tokenizer_info(tokenizer))):
         raise BadInput(f"the run in '{out}' was trained with another tokenizer than the data's ({diff}): "
                        "resume it on data made with the run's tokenizer, or start a new run in another --out")
     cfg = _model_config(args.preset, args.config, ckpt and ckpt["config"], tokenizer.get_n_vocab_tokens())
     settings = _settings(args, ckpt and ckpt["settings"])
+    note = _schedule_note(ckpt and ckpt["settings"], settings)
+    if note and not args.quiet and _rank_world()[0] == 0: print(note, file=sys.stderr)
     T = cfg["context_length"]
     kw = dict(batch_size=args.batch_size, max_length=T, stride=T, seed=args.seed, num_workers=args.workers)
     try:  # the loaders check the batch and window sizes against the data: the command's options
@@ -748,7 +756,30 @@ def run_train(
     history = train(model, train_loader, val_loader, settings, device=args.device, out_dir=out,
                     resume=args.resume, config=cfg, tokenizer=tokenizer, compile=args.compile,
                     progress=False if args.quiet else None)
+    if _rank_world()[0] != 0: return 130 if history.get("stopped_at") else 0  # rank 0 reports
     return _report(history, out, args.quiet)
+
+# %% ../nbs/07_train.ipynb #98b311ef
+@contextlib.contextmanager
+def _process_group(device: str | None) -> Iterator[None]:
+    "Join torchrun's processes when torchrun started this one (WORLD_SIZE > 1): nccl on GPUs, else gloo."
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or dist.is_initialized():
+        yield
+        return
+    cuda = torch.cuda.is_available() and (device is None or device.startswith("cuda"))
+    if cuda:
+        gpu = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(gpu)  # this rank's own GPU, before nccl starts
+        dist.init_process_group("nccl", device_id=gpu)
+    else: dist.init_process_group("gloo")
+    try: yield
+    finally: dist.destroy_process_group()
+
+def run_train(
+    args: argparse.Namespace,  # parsed by the `train` parser
+) -> int:
+    "Run `tiny-gpt train` (under torchrun: as one of its processes); the exit status (130 after Ctrl-C)."
+    with _process_group(args.device): return _train_from_args(args)
 
 # %% ../nbs/07_train.ipynb #ae0e6105
 def _report(history: dict, out: Path, quiet: bool) -> int:
