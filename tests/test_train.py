@@ -413,3 +413,20 @@ def test_resuming_past_the_cosine_keeps_min_lr_and_says_so(tmp_path, small_text,
     assert "note:" not in capsys.readouterr().err
     lr = {m["step"]: m["lr"] for m in map(json.loads, (out / "metrics.jsonl").read_text(encoding="utf-8").splitlines())}
     assert lr[6] == pytest.approx(1e-4) and lr[8] > 1.5e-4  # the stretched cosine rises again after step 6
+
+
+def test_resuming_a_text_run_refuses_another_tokenizer_or_new_characters(tmp_path, small_text, capsys):
+    "Resuming on a text file: the run's tokenizer is used; a different --tokenizer, or a character it lacks, is one line."
+    out = tmp_path / "run"
+    assert tiny_gpt_main(["train", str(small_text), "--out", str(out), *RUN, "--max-steps", "2"]) == 0
+    before = (out / "checkpoint.pt").read_bytes()
+    capsys.readouterr()
+    other = tmp_path / "other.txt"
+    other.write_text(small_text.read_text(encoding="utf-8") + " €", encoding="utf-8")
+    resume = ["train", "--out", str(out), *RUN[2:], "--max-steps", "4", "--resume"]
+    assert tiny_gpt_main([resume[0], str(small_text), *resume[1:], "--tokenizer", "gpt2"]) == 2
+    assert tiny_gpt_main([resume[0], str(other), *resume[1:]]) == 2
+    errors = capsys.readouterr().err.strip().splitlines()
+    assert len(errors) == 2 and "--tokenizer gpt2 differs from the run's tokenizer (char)" in errors[0]
+    assert "cannot be tokenized with the run's tokenizer" in errors[1] and "'€'" in errors[1]
+    assert (out / "checkpoint.pt").read_bytes() == before

@@ -207,7 +207,7 @@ def decode(self: CharTokenizer,
            ids: Iterable[int],  # token ids (a list, or a 1-D tensor)
           ) -> str:
     "The text of `ids`."
-    ids = ids.tolist() if hasattr(ids, "tolist") else list(ids)
+    ids = _id_list(ids)  # the id checks of the other tokenizers: no floats, bools or single ints
     if bad := [i for i in ids if not 0 <= i < len(self.chars)]:
         raise ValueError(f"ids {bad[:5]} are outside this vocabulary of {len(self.chars)} characters")
     return "".join(self.chars[i] for i in ids)

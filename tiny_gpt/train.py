@@ -643,14 +643,21 @@ def _text_ids(path: Path, kind: str | None, saved_tokenizer: dict | None):
     "(tokenizer, train ids, val ids) of a text file: the first 90 % to train, the last 10 % to validate."
     from tiny_gpt.io import io_load_text_file
     text = io_load_text_file(path, verbose=False)
-    if saved_tokenizer: tokenizer = tokenizer_from_info(saved_tokenizer)
+    if saved_tokenizer:  # resuming: the run's own tokenizer
+        tokenizer = tokenizer_from_info(saved_tokenizer)
+        if kind is not None and kind != tokenizer.name:
+            raise BadInput(f"--tokenizer {kind} differs from the run's tokenizer ({tokenizer.name}): leave "
+                           "--tokenizer out to resume with the run's")
     elif kind == "char": tokenizer = CharTokenizer(text)
     elif kind in (None, "gpt2"): tokenizer = TikTokenizer("gpt2", {"<|endoftext|>"})
     else: raise BadInput(f"--tokenizer must be 'char' or 'gpt2' for a text file, got {kind!r}")
-    ids = torch.tensor(tokenizer.encode(text), dtype=torch.long)
+    try: ids = torch.tensor(tokenizer.encode(text), dtype=torch.long)
+    except ValueError as e:  # e.g. a character the run's vocabulary lacks
+        raise BadInput(f"'{path.name}' cannot be tokenized with the run's tokenizer: {e}") from None
     n_train = int(0.9 * len(ids))
     return tokenizer, ids[:n_train], ids[n_train:]
 
+# %% ../nbs/07_train.ipynb #f34131f4
 def _store_data(path: Path, kind: str | None):
     "(the store's tokenizer, train split, val split or None) of a token store folder."
     from tiny_gpt.store import open_store
