@@ -38,7 +38,7 @@ from tiny_gpt.tokenizers import CharTokenizer, TikTokenizer  # noqa: E402
 from tiny_gpt.train import TrainSettings, train  # noqa: E402
 
 NANOGPT_VAL_LOSS = 1.88
-BETTER = dict(lr=2e-3, min_lr=1e-4, warmup=100, batch_size=12)  # the stretch recipe: see --better
+BETTER = dict(lr=6e-3, min_lr=6e-4, warmup=100, batch_size=24)  # the stretch recipe: see --better
 RECIPE = dict(context_length=64, emb_dim=128, n_heads=4, n_layers=4, drop_rate=0.0, qkv_bias=False, bias=False,
               tie_embeddings=True)
 
