@@ -548,19 +548,27 @@ def tokenizer_info(
     if isinstance(tokenizer, TikTokenizer): return {"kind": "tiktoken", "name": tokenizer.name}
     return {"kind": type(tokenizer).__name__, "n_vocab": tokenizer.get_n_vocab_tokens()}  # not rebuildable
 
-def tokenizer_from_info(
-    info: dict,  # from `tokenizer_info`, e.g. a token store's header or a checkpoint
-):
-    "The tokenizer that `info` describes (char, BPE or tiktoken)."
+# %% ../nbs/02a_bpe.ipynb #afc26843
+def _rebuilt(info: dict):
+    "The tokenizer of `info`; a KeyError when a field is missing."
     if info["kind"] == "char": return CharTokenizer(chars=info["chars"])
     if info["kind"] == "tiktoken": return TikTokenizer(info["name"], {ENDOFTEXT})
     if info["kind"] == "bpe":
         to_byte = unicode_to_bytes()
         tokens = [bytes(to_byte[c] for c in t) for t in info["tokens"]]
-        _check_bpe_vocab(tokens, Path(f"the tokenizer info of {info['name']!r}"))
+        _check_bpe_vocab(tokens, Path(f"tokenizer info of {info['name']}"))
         return BPETokenizer({t: i for i, t in enumerate(tokens)}, info["special_tokens"], info["pattern"],
                             info["name"])
     raise ValueError(f"a {info['kind']!r} tokenizer cannot be rebuilt from its info: pass the tokenizer")
+
+def tokenizer_from_info(
+    info: dict,  # from `tokenizer_info`, e.g. a token store's header or a checkpoint
+):
+    "The tokenizer that `info` describes (char, BPE or tiktoken)."
+    try: return _rebuilt(info)
+    except KeyError as e:
+        raise ValueError(f"the tokenizer info has no {e} field: it is damaged; write it again with "
+                         "tokenizer_info") from None
 
 # %% ../nbs/02a_bpe.ipynb #0cbab2d8
 # Letters and numbers that Unicode 17.0 and 18.0 added. Python's `regex` (Unicode 18.0 tables) knows
