@@ -404,11 +404,11 @@ def _checked_tokenizer(
     if isinstance(tokenizer, (str, os.PathLike)):
         spec = os.fspath(tokenizer)
         if spec == "char": return CharTokenizer(_corpus_chars(docs))
-        is_file = spec not in _GPT2_FAMILY and Path(spec).expanduser().is_file()
-        if not is_file and spec not in _GPT2_FAMILY and re.search(r"[/\\]|\.json$", spec):
-            raise BadInput(f"no tokenizer file at '{spec}': pass a saved tokenizer's path, or gpt2 or char")
-        if not is_file:
-            return TikTokenizer(_checked_encoding(spec).name)
+        if spec in _GPT2_FAMILY or not Path(spec).expanduser().is_file():
+            if spec not in _GPT2_FAMILY and re.search(r"[/\\]|\.json$", spec):  # meant as a file
+                raise BadInput(f"no tokenizer file at '{spec}': pass a saved tokenizer's path, or gpt2 "
+                               "or char")
+            return TikTokenizer(_checked_encoding(spec).name)  # refuses the other tiktoken names
         tokenizer = _load_tokenizer_file(Path(spec).expanduser())
     pattern = getattr(tokenizer, "pattern", None)  # a BPE's: a name in PATTERNS, or the regex itself
     if isinstance(tokenizer, BPETokenizer) and PATTERNS.get(pattern, pattern) != PATTERNS["gpt2"] and \
