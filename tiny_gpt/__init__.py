@@ -11,7 +11,8 @@ import importlib
 
 # Stage modules, lightest first. `from tiny_gpt import X` imports only what X needs, so a worker
 # process that tokenizes text never pays for importing torch.
-_STAGES = ("io", "tokenizers", "bpe", "store", "env", "data", "embeddings", "attention", "model", "train")
+_STAGES = ("checks", "io", "tokenizers", "bpe", "store", "env", "data", "embeddings", "attention", "model",
+           "train")
 
 def _stage_modules():
     "Import the stage modules one by one, lightest first (a stage that fails to import is an error)."

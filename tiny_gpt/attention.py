@@ -10,18 +10,12 @@ import torch.nn.functional as F
 from fastcore.basics import patch
 from torch import nn
 
-from .data import check_positive_ints
+from .checks import check_positive_ints, check_probability
 
 # %% auto #0
 __all__ = ['CausalAttention', 'MultiHeadAttention']
 
 # %% ../nbs/05_attention.ipynb #7354fb82
-def _check_probability(dropout: float) -> float:
-    "`dropout` as a float in [0, 1], else a clear error."
-    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0.0 <= dropout <= 1.0:
-        raise ValueError(f"dropout must be a probability in [0, 1], got {dropout!r}")
-    return float(dropout)
-
 def _check_input(x: torch.Tensor, d_in: int, context_length: int):
     "Shape checks of an attention input: its shape only, never its values."
     if x.ndim != 3 or x.shape[-1] != d_in:
@@ -47,7 +41,7 @@ class CausalAttention(nn.Module):
         self.W_query = nn.Linear(d_in, d_out, bias=qkv_bias)
         self.W_key = nn.Linear(d_in, d_out, bias=qkv_bias)
         self.W_value = nn.Linear(d_in, d_out, bias=qkv_bias)
-        self.dropout = _check_probability(dropout)
+        self.dropout = check_probability("dropout", dropout)
 
     def extra_repr(self) -> str: return f"context_length={self.context_length}, dropout={self.dropout}"
 
@@ -90,7 +84,7 @@ class MultiHeadAttention(nn.Module):
         self.W_key = nn.Linear(d_in, d_out, bias=qkv_bias)
         self.W_value = nn.Linear(d_in, d_out, bias=qkv_bias)
         self.out_proj = nn.Linear(d_out, d_out)  # mixes what the heads found
-        self.dropout = _check_probability(dropout)
+        self.dropout = check_probability("dropout", dropout)
 
     def extra_repr(self) -> str:
         return (f"num_heads={self.num_heads}, head_dim={self.head_dim}, "

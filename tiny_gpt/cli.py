@@ -7,18 +7,36 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
+import json
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import torch
+from torch import distributed as dist
+
+from . import __version__
+from .checks import BadInput  # re-exported: tiny_gpt.cli.BadInput is the same class
+from .bpe import tokenizer_from_info, tokenizer_info
+from .data import tiny_data_loader
+from .embeddings import GPTEmbedding
+from .env import env_display_tinygpt_modules, get_device, rank_device
+from .io import SAMPLE_TEXT, BadTextFile, CorpusNotAvailableError, io_load_text_file
+from .model import (GPT2_PRESETS, GPTConfig, GPTModel, _weights_file, generate, gpt2_config_from_hf,
+                            gpt2_preset, init_gpt2_weights, load_gpt2_weights)
+from .store import _check_out as _check_store_out
+from .store import open_store, parse_shard, prepare_store, shard_stem
+from .tokenizers import CharTokenizer, RegexTokenizer, TikTokenizer
+from .train import (CHECKPOINT_NAME, METRICS_NAME, TrainSettings, _differences, _rank_world,
+                            load_checkpoint, model_from_checkpoint, train)
 
 # %% auto #0
-__all__ = ['BadInput', 'demo_text', 'demo_regex_tokenizer', 'demo_tiktokenizer', 'demo_data_loader', 'demo_embeddings',
-           'run_demo', 'add_demo_parser', 'main']
-
-# %% ../nbs/08_cli.ipynb #5e0c1a02
-class BadInput(ValueError):
-    "A mistake the user can fix (a bad option, a missing or unreadable file, a folder in the way): one line."
+__all__ = ['TRAIN_PRESETS', 'demo_text', 'demo_regex_tokenizer', 'demo_tiktokenizer', 'demo_data_loader', 'demo_embeddings',
+           'run_demo', 'add_prepare_parser', 'run_prepare', 'add_train_parser', 'run_train', 'add_generate_parser',
+           'run_generate', 'add_demo_parser', 'main']
 
 # %% ../nbs/08_cli.ipynb #437a0571
 _RULE = "=" * 50
@@ -34,7 +52,6 @@ def demo_text(
     verbose: bool = True,                   # print which file was loaded
 ) -> str:
     "The demo's text: `path`, else The Verdict, else `SAMPLE_TEXT` (announced in one line)."
-    from tiny_gpt.io import SAMPLE_TEXT, BadTextFile, CorpusNotAvailableError, io_load_text_file
     try: return io_load_text_file(path, verbose=verbose)
     except CorpusNotAvailableError:  # raised only when no path is given
         print(f"⚠️  The Verdict is not available (no copy in TINY_GPT_DATA or the cache, and no download): "
@@ -53,7 +70,6 @@ _DEMO_MIN_TOKENS = max([_tokens_needed(b, s, 2) for b, s in _DEMO_LOADERS] + [_t
 
 def _check_long_enough(text: str, name: str) -> None:
     "Raise `BadInput` when `text` has too few GPT-2 tokens for every section of the demo."
-    from tiny_gpt.tokenizers import TikTokenizer
     if (n := len(TikTokenizer("gpt2", {"<|endoftext|>"}).encode(text))) < _DEMO_MIN_TOKENS:
         raise BadInput(f"{name} has {n} GPT-2 tokens; the demo needs at least {_DEMO_MIN_TOKENS} "
                        "(its largest batch is 8 windows of 4 tokens, stride 3): use a longer text")
@@ -67,7 +83,6 @@ def demo_regex_tokenizer(
     preview: int = 20,  # how many tokens of the split to print
 ) -> None:
     "Print the `RegexTokenizer` steps: split, vocabulary, encode/decode of the Tokenizers chapter's samples."
-    from tiny_gpt.tokenizers import RegexTokenizer
     rt = RegexTokenizer(text)
     tokens = rt.split()
     print(f"🧩 Tokenized Vocabulary List (the first {min(preview, len(tokens))} of {len(tokens):,} tokens):")
@@ -84,7 +99,6 @@ def demo_regex_tokenizer(
 # %% ../nbs/08_cli.ipynb #49048cf8
 def demo_tiktokenizer() -> None:
     "Print the `TikTokenizer` (GPT-2 BPE) steps on the Tokenizers chapter's joined sample."
-    from tiny_gpt.tokenizers import TikTokenizer
     tik = TikTokenizer("gpt2", {"<|endoftext|>"})
     ids = tik.encode(_JOINED)
     print(f"Joined Text with <|endoftext|> token:\n{_JOINED}\n\nEncoded Token IDs:\n{ids}\n\n"
@@ -95,7 +109,6 @@ def demo_data_loader(
     text: str,  # the corpus, tokenized with GPT-2 by the data loader
 ) -> None:
     "Print the first two batches for strides 1, 2, 4 (batch size 1) and for batch size 4 with stride 2."
-    from tiny_gpt.data import tiny_data_loader
     for batch_size, stride in _DEMO_LOADERS:
         print(f"Stride = {stride}" if batch_size == 1 else f"Batch size {batch_size}, Stride = {stride}")
         loader = tiny_data_loader(text, batch_size=batch_size, max_length=4, stride=stride, shuffle=False)
@@ -109,10 +122,6 @@ def demo_embeddings(
     seed: int = 123,     # torch.manual_seed for the random tables
 ) -> None:
     "Print the shape walk-through: (8, 4) ids → (8, 4, 256) tokens + (4, 256) positions → (8, 4, 256)."
-    import torch
-    from tiny_gpt.data import tiny_data_loader
-    from tiny_gpt.embeddings import GPTEmbedding
-    from tiny_gpt.tokenizers import TikTokenizer
     vocab_size, max_length = TikTokenizer("gpt2", {"<|endoftext|>"}).get_n_vocab_tokens(), 4
     torch.manual_seed(seed)
     embed = GPTEmbedding(vocab_size, emb_dim, context_length=max_length)
@@ -136,7 +145,6 @@ def run_demo(
     start = time.perf_counter()
     if path is not None:  # a bad file fails here, before any of the report is printed (or torch is loaded)
         _check_long_enough(demo_text(path, verbose=False), f"'{path}'")
-    from tiny_gpt.env import env_display_tinygpt_modules
     _section("Environment and text")
     env_display_tinygpt_modules()
     text = demo_text(path)
@@ -151,6 +159,360 @@ def run_demo(
     demo_embeddings(text)
     seconds = time.perf_counter() - start
     print(f"\n{_RULE}\n✅ The pipeline ran end to end, text to embeddings, in {seconds:.1f} s\n{_RULE}")
+
+# %% ../nbs/08_cli.ipynb #b87ba6e0
+def add_prepare_parser(
+    subparsers: argparse._SubParsersAction,  # from `ArgumentParser.add_subparsers()`
+) -> argparse.ArgumentParser:
+    "Add the `prepare` subcommand; its `run` default is `run_prepare`."
+    p = subparsers.add_parser("prepare", help="tokenize text files into a token store (a folder)",
+                              description="Tokenize text files (one document each) into a token store "
+                                          "folder: flat uint16 token files plus a JSON header, read back "
+                                          "with numpy.memmap.")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="text files, or folders of *.txt files")
+    p.add_argument("--out", required=True, metavar="DIR", help="the store folder (created if missing)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the shard in DIR (the old one stays readable until the new one is done)")
+    p.add_argument("--val-fraction", type=float, default=0.0, metavar="F",
+                   help="hold out the last F of every document as the 'val' split (default: 0)")
+    p.add_argument("--shard", default=None, metavar="K/N",
+                   help="write shard K (from 0) of N; N machines run K = 0 … N-1")
+    p.add_argument("--tokenizer", default="gpt2", metavar="gpt2|char|PATH",
+                   help="gpt2 (default; or r50k_base, p50k_base), char (one token per character of the "
+                        "input), or a file saved by BPETokenizer.save or CharTokenizer.save")
+    p.add_argument("--workers", type=int, default=2, help="tokenizing processes (default: 2)")
+    p.add_argument("--chunk-mb", type=float, default=1.0, help="MB of text per piece (default: 1)")
+    p.add_argument("--quiet", action="store_true",
+                   help="print nothing (by default: a progress bar on a terminal, then a summary)")
+    p.set_defaults(run=run_prepare)
+    return p
+
+# %% ../nbs/08_cli.ipynb #5d1f0a50
+def run_prepare(
+    args: argparse.Namespace,  # parsed by the `prepare` parser
+) -> int:
+    "Run `tiny-gpt prepare`: check the options, write the shard, print a summary; returns the exit status."
+    if not 0 <= args.val_fraction < 1:
+        raise BadInput(f"--val-fraction must be in [0, 1), got {args.val_fraction:g}")
+    if not args.chunk_mb > 0: raise BadInput(f"--chunk-mb must be > 0, got {args.chunk_mb:g}")
+    if args.workers < 0: raise BadInput(f"--workers must be >= 0, got {args.workers}")
+    k, n = parse_shard(args.shard, what="--shard")
+    _check_store_out(Path(args.out).expanduser(), (k, n), args.overwrite, how="--overwrite")
+    out = prepare_store(args.inputs, args.out, tokenizer=args.tokenizer, val_fraction=args.val_fraction,
+                        shard=(k, n), chunk_bytes=max(1, int(args.chunk_mb * (1 << 20))),
+                        workers=args.workers, progress=None if not args.quiet else False,
+                        overwrite=args.overwrite)
+    if not args.quiet:
+        h = json.loads((out / f"{shard_stem(k, n)}.json").read_text(encoding="utf-8"))
+        mb, seconds = sum(s["bytes"] for s in h["sources"]) / 1e6, max(h["seconds"], 1e-9)
+        splits = ", ".join(f"{s} {v['n_tokens']:,}" for s, v in h["splits"].items())
+        print(f"wrote shard {k}/{n} of '{out}': {h['n_tokens']:,} {h['tokenizer']} tokens ({splits}) from "
+              f"{len(h['sources'])} document(s), {mb:.1f} MB in {h['seconds']:.1f} s "
+              f"({mb / seconds:.1f} MB/s)")
+    return 0
+
+# %% ../nbs/08_cli.ipynb #f7fa7f2c
+TRAIN_PRESETS = {  # model shapes for `tiny-gpt train --preset`; vocab_size comes from the tokenizer
+    "tiny": dict(context_length=64, emb_dim=64, n_heads=2, n_layers=2, drop_rate=0.0, qkv_bias=False,
+                 bias=False, tie_embeddings=True),
+    "shakespeare-char": dict(context_length=64, emb_dim=128, n_heads=4, n_layers=4, drop_rate=0.0,
+                             qkv_bias=False, bias=False, tie_embeddings=True),  # nanoGPT's CPU recipe
+    "gpt2-124m": dict(context_length=1024, emb_dim=768, n_heads=12, n_layers=12, drop_rate=0.1,
+                      qkv_bias=False),  # the book's GPT_CONFIG_124M
+}
+
+def _checked_config(cfg, source: str) -> dict:
+    "A config read from `source`: every key GPTConfig needs, none it does not know, values it accepts."
+    if not isinstance(cfg, dict):
+        raise BadInput(f"{source} must hold a JSON object, got {type(cfg).__name__}")
+    keys = [f.name for f in dataclasses.fields(GPTConfig)]
+    needed = [f.name for f in dataclasses.fields(GPTConfig) if f.default is dataclasses.MISSING]
+    missing, unknown = [k for k in needed if k not in cfg], sorted(set(cfg) - set(keys))
+    if missing or unknown:
+        pairs = (("missing", missing), ("unknown", unknown))
+        what = "; ".join(f"{name} keys: {', '.join(ks)}" for name, ks in pairs if ks)
+        raise BadInput(f"{source}: {what} (a config has the keys {', '.join(keys)})")
+    try: GPTConfig.of(cfg)
+    except (TypeError, ValueError) as e: raise BadInput(f"{source}: {e}") from None
+    return cfg
+
+# %% ../nbs/08_cli.ipynb #c8t00001
+def _model_config(preset: str | None, config_file: str | None, saved: dict | None, n_vocab: int) -> dict:
+    "The model's config: --config, --preset, the checkpoint's, else 'tiny'; checked against the vocabulary."
+    if config_file:
+        try: cfg = json.loads(Path(config_file).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise BadInput(f"cannot read --config '{config_file}': {e}") from None
+        if isinstance(cfg, dict): cfg.setdefault("vocab_size", n_vocab)
+        cfg = _checked_config(cfg, f"--config '{config_file}'")
+    elif preset:
+        if preset not in TRAIN_PRESETS:
+            raise BadInput(f"unknown preset {preset!r}: choose one of {', '.join(TRAIN_PRESETS)}, "
+                           "or pass --config FILE")
+        cfg = {"vocab_size": n_vocab, **TRAIN_PRESETS[preset]}
+    else: cfg = dict(saved) if saved else {"vocab_size": n_vocab, **TRAIN_PRESETS["tiny"]}
+    if cfg["vocab_size"] < n_vocab:
+        raise BadInput(f"the model's vocab_size is {cfg['vocab_size']} but the tokenizer has {n_vocab} "
+                       "ids: set vocab_size >= that in the config, or use the data's tokenizer")
+    return cfg
+
+# %% ../nbs/08_cli.ipynb #3c282869
+def _text_ids(path: Path, kind: str | None, saved_tokenizer: dict | None):
+    "(tokenizer, train ids, val ids) of a text file: the first 90 % to train, the last 10 % to validate."
+    try: text = io_load_text_file(path, verbose=False)
+    except (BadTextFile, PermissionError) as e: raise BadInput(str(e)) from None  # e.g. a binary file
+    if saved_tokenizer:  # resuming: the run's own tokenizer
+        tokenizer = tokenizer_from_info(saved_tokenizer)
+        if kind is not None and kind != tokenizer.name:
+            raise BadInput(f"--tokenizer {kind} differs from the run's tokenizer ({tokenizer.name}): leave "
+                           "--tokenizer out to resume with the run's")
+    elif kind == "char": tokenizer = CharTokenizer(text)
+    else: tokenizer = TikTokenizer("gpt2", {"<|endoftext|>"})  # argparse allows only char and gpt2
+    try: ids = torch.tensor(tokenizer.encode(text), dtype=torch.long)
+    except ValueError as e:  # e.g. a character the run's vocabulary lacks
+        raise BadInput(f"'{path.name}' cannot be tokenized with the run's tokenizer: {e}") from None
+    n_train = int(0.9 * len(ids))
+    return tokenizer, ids[:n_train], ids[n_train:]
+
+# %% ../nbs/08_cli.ipynb #f34131f4
+def _store_data(path: Path, kind: str | None):
+    "(the store's tokenizer, train split, val split or None) of a token store folder."
+    try: train = open_store(path, "train")
+    except FileNotFoundError as e: raise BadInput(str(e)) from None  # a folder that is not a store
+    if kind is not None and kind != train.tokenizer_name:
+        raise BadInput(f"--tokenizer {kind} differs from the tokenizer of the store '{path}' "
+                       f"({train.tokenizer_name}): leave --tokenizer out to train with the store's, or "
+                       f"prepare the store again with --tokenizer {kind}")
+    try: val = open_store(path, "val")
+    except ValueError: val = None  # a store without a val split
+    return train.tokenizer, train, val
+
+def _data(path: Path, kind: str | None, saved_tokenizer: dict | None):
+    "(tokenizer, train source, val source or None) of a text file or a token store folder."
+    if path.is_dir(): return _store_data(path, kind)
+    if not path.exists():
+        raise BadInput(f"no data at '{path}': pass a text file, or a token store folder made by "
+                                "`tiny-gpt prepare`")
+    return _text_ids(path, kind, saved_tokenizer)
+
+# %% ../nbs/08_cli.ipynb #6ccb8b1d
+_SETTING_FLAGS = (  # options that set a field of TrainSettings: (flag, type, help)
+    ("--max-steps", int, "optimizer steps"), ("--eval-interval", int, "steps between evaluations"),
+    ("--eval-iters", int, "batches per evaluation"), ("--lr", float, "peak learning rate"),
+    ("--min-lr", float, "final learning rate"), ("--warmup-steps", int, "warmup steps"),
+    ("--decay-steps", int, "step where the cosine reaches --min-lr (default: --max-steps)"),
+    ("--grad-accum-steps", int, "micro-batches per step"), ("--weight-decay", float, "AdamW weight decay"),
+    ("--grad-clip", float, "largest gradient norm"), ("--log-interval", int, "steps between loss read-backs"))
+
+# %% ../nbs/08_cli.ipynb #2a14b549
+def add_train_parser(
+    subparsers: argparse._SubParsersAction,  # from `ArgumentParser.add_subparsers()`
+) -> argparse.ArgumentParser:
+    "Add the `train` subcommand; its `run` default is `run_train`."
+    p = subparsers.add_parser(
+        "train", help="train a GPT on a text file or a token store",
+        description="Train a GPT; writes OUT/checkpoint.pt and OUT/metrics.jsonl. Ctrl-C saves a checkpoint "
+                    "and stops; --resume continues exactly there.")
+    p.add_argument("data", help="a UTF-8 text file (90 %% train, 10 %% val) or a token store folder")
+    p.add_argument("--out", required=True, metavar="DIR", help="the run folder: checkpoint.pt, metrics.jsonl")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    p.add_argument("--tokenizer", default=None, choices=("gpt2", "char"),
+                   help="for a text file (default: gpt2); a store's own is always used")
+    p.add_argument("--preset", help=f"model shape: {', '.join(TRAIN_PRESETS)} (default: tiny)")
+    p.add_argument("--config", metavar="FILE", help="model config as JSON (the book's keys)")
+    for flag, kind, what in _SETTING_FLAGS: p.add_argument(flag, type=kind, default=None, help=what)
+    p.add_argument("--batch-size", type=int, default=12, help="windows per micro-batch (default: 12)")
+    p.add_argument("--sampling", default="random", choices=("random", "windows"),
+                   help="random offsets (default) or strided windows")
+    p.add_argument("--workers", type=int, default=0, help="data loader worker processes (default: 0)")
+    p.add_argument("--seed", type=int, default=1337, help="weights and data order (default: 1337)")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:N or mps (default: the best available)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model")
+    p.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
+    p.set_defaults(run=run_train)
+    return p
+
+# %% ../nbs/08_cli.ipynb #9aac18bc
+def _settings(args: argparse.Namespace, saved: dict | None) -> TrainSettings:
+    "The checkpoint's settings (when resuming) or the defaults, with every option given on the command line."
+    s = TrainSettings(**saved) if saved else TrainSettings(max_steps=2000, eval_interval=250, eval_iters=200)
+    given = {f[2:].replace("-", "_") for f, _, _ in _SETTING_FLAGS}
+    return dataclasses.replace(s, **{k: getattr(args, k) for k in given if getattr(args, k) is not None})
+
+def _schedule_note(saved: dict | None, s: TrainSettings) -> str | None:
+    "A note for a resumed run that goes on past the end of its cosine (the rate then stays at min_lr)."
+    if not saved or s.decay_steps is None or s.max_steps <= s.decay_steps: return None
+    return (f"note: the learning rate stays at {s.min_lr:g} (min_lr) after step {s.decay_steps}, where the "
+            f"run's cosine ends; pass --decay-steps {s.max_steps} to stretch the cosine to the new end")
+
+def _check_run_folder(out: Path, resume: bool) -> dict | None:
+    "The checkpoint to resume from, or None; refuse a folder holding another run when not resuming."
+    if resume: return load_checkpoint(out)
+    if (out / CHECKPOINT_NAME).exists() or (out / METRICS_NAME).exists():
+        raise BadInput(f"'{out}' holds another run: pass --resume to continue it, or choose another --out")
+    return None
+
+# %% ../nbs/08_cli.ipynb #141fa2a0
+def _train_from_args(args: argparse.Namespace, device: torch.device) -> int:
+    "`tiny-gpt train` in this process (one rank of torchrun's, or the only one), on `device`."
+    out = Path(args.out)
+    ckpt = _check_run_folder(out, args.resume)
+    if _rank_world()[1] > 1: dist.barrier()  # every rank checked --out before rank 0 writes there
+    tokenizer, train_src, val_src = _data(Path(args.data), args.tokenizer, ckpt and ckpt["tokenizer"])
+    if ckpt and (diff := _differences(ckpt["tokenizer"], tokenizer_info(tokenizer))):
+        raise BadInput(f"the run in '{out}' was trained with another tokenizer than the data's ({diff}): "
+                       "resume it on data made with the run's tokenizer, or start a new run in another --out")
+    cfg = _model_config(args.preset, args.config, ckpt and ckpt["config"], tokenizer.get_n_vocab_tokens())
+    settings = _settings(args, ckpt and ckpt["settings"])
+    note = _schedule_note(ckpt and ckpt["settings"], settings)
+    if note and not args.quiet and _rank_world()[0] == 0: print(note, file=sys.stderr)
+    T = cfg["context_length"]
+    kw = dict(batch_size=args.batch_size, max_length=T, stride=T, seed=args.seed, num_workers=args.workers)
+    try:  # the loaders check the batch and window sizes against the data: the command's options
+        train_loader = tiny_data_loader(train_src, sampling=args.sampling, **kw)
+        val_loader = (None if val_src is None else
+                      tiny_data_loader(val_src, shuffle=False, drop_last=False, **kw))
+    except ValueError as e: raise BadInput(f"{e} (see --batch-size, --preset, --config)") from None
+    torch.manual_seed(args.seed)
+    model = init_gpt2_weights(GPTModel(cfg))
+    history = train(model, train_loader, val_loader, settings, device=device, out_dir=out,
+                    resume=args.resume, config=cfg, tokenizer=tokenizer, compile=args.compile,
+                    progress=False if args.quiet else None)
+    if _rank_world()[0] != 0: return 130 if history.get("stopped_at") else 0  # rank 0 reports
+    return _report(history, out, args.quiet)
+
+# %% ../nbs/08_cli.ipynb #98b311ef
+def _checked_device(device: str | None) -> torch.device:
+    "get_device(device), with the option's name in its one-line error."
+    try: return get_device(device)
+    except BadInput as e: raise BadInput(f"--{e}") from None  # "--device 'cuda': there is no CUDA device ..."
+
+@contextlib.contextmanager
+def _process_group(device: str | None) -> Iterator[torch.device]:
+    "This process's device; under torchrun (WORLD_SIZE > 1) also its process group: nccl on GPUs, else gloo."
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or dist.is_initialized():
+        yield _checked_device(device)
+        return
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", os.environ["WORLD_SIZE"]))
+    mine = rank_device(local_rank, local_world, device)  # every process refuses too many, before CUDA starts
+    if mine.type == "cuda":
+        torch.cuda.set_device(mine)  # this process's own GPU, before nccl starts
+        dist.init_process_group("nccl", device_id=mine)
+    else: dist.init_process_group("gloo")
+    try: yield mine
+    finally: dist.destroy_process_group()
+
+def run_train(
+    args: argparse.Namespace,  # parsed by the `train` parser
+) -> int:
+    "Run `tiny-gpt train` (under torchrun: as one of its processes); the exit status (130 after Ctrl-C)."
+    with _process_group(args.device) as device: return _train_from_args(args, device)
+
+# %% ../nbs/08_cli.ipynb #ae0e6105
+def _report(history: dict, out: Path, quiet: bool) -> int:
+    "Print how the run ended; the exit status (130 when Ctrl-C stopped it)."
+    stopped, ev = history.get("stopped_at"), history["eval"]
+    if not quiet and ev["step"]:
+        print(f"step {ev['step'][-1]}: train loss {ev['train_loss'][-1]:.4f}, "
+              f"val loss {ev['val_loss'][-1]:.4f}")
+    if stopped:
+        print(f"stopped at step {stopped['step']} (micro-batch {stopped['micro_batch']}): checkpoint saved "
+              f"in '{out}'; continue with --resume", file=sys.stderr)
+        return 130
+    if not quiet: print(f"done: '{out / CHECKPOINT_NAME}', metrics in '{out / METRICS_NAME}'")
+    return 0
+
+# %% ../nbs/08_cli.ipynb #d0e9846a
+def add_generate_parser(
+    subparsers,  # the `add_subparsers()` object of the tiny-gpt parser
+) -> argparse.ArgumentParser:
+    "Add the `generate` command: continue a prompt with a trained model, GPT-2 weights, or random ones."
+    about = "Continue a prompt with a GPT model: a model you trained, GPT-2 weights, or random weights."
+    p = subparsers.add_parser("generate", help="continue a prompt with a GPT model", description=about)
+    p.add_argument("text", nargs="?", metavar="PROMPT", help="the text to continue")
+    p.add_argument("--prompt", help="the text to continue (the same as PROMPT)")
+    p.add_argument("--checkpoint", metavar="DIR", help="a model trained by `tiny-gpt train`: its run folder "
+                   "or checkpoint.pt (the model's config and tokenizer come with it)")
+    p.add_argument("--weights", metavar="PATH", help="GPT-2 weights: a model.safetensors or pytorch_model.bin"
+                   " file, or a Hugging Face model folder (save_pretrained, or models--gpt2 in the HF cache)")
+    p.add_argument("--preset", help=f"the model's shape: {', '.join(GPT2_PRESETS)} (gpt2-small: gpt2) "
+                   "(default: the config.json next to the weights, else gpt2)")
+    p.add_argument("--max-new-tokens", type=int, default=50, metavar="N", help="tokens to write (default 50)")
+    p.add_argument("--temperature", type=float, default=0.0, metavar="T", help="0: greedy (default)")
+    p.add_argument("--top-k", type=int, default=None, metavar="K", help="sample among the K best tokens only")
+    p.add_argument("--seed", type=int, default=None, metavar="S", help="random seed: weights and sampling")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:N or mps (default: the best available)")
+    p.set_defaults(run=run_generate)
+    return p
+
+# %% ../nbs/08_cli.ipynb #fbda1ff9
+def _generate_config(args: argparse.Namespace) -> GPTConfig:
+    "The model's shape: --preset, else the config.json beside --weights, else GPT-2 small."
+    if args.preset:
+        try: return gpt2_preset(args.preset)  # also the alias gpt2-small
+        except ValueError as e: raise BadInput(f"--preset: {e}") from None
+    if args.weights:
+        path = Path(args.weights)
+        try: folder = _weights_file(path).parent if path.is_dir() else path.parent
+        except FileNotFoundError as e: raise BadInput(f"--weights: {e}") from None
+        if (folder / "config.json").is_file(): return gpt2_config_from_hf(folder / "config.json")
+    return gpt2_preset("gpt2")
+
+def _load_for_cli(model: GPTModel, weights: str):
+    "load_gpt2_weights with errors that name the command's options."
+    try: load_gpt2_weights(model, weights)
+    except (ImportError, FileNotFoundError) as e: raise BadInput(str(e)) from None
+    except ValueError as e:
+        raise BadInput(f"{e}; with tiny-gpt generate, choose the --preset of the weights "
+                       f"({', '.join(GPT2_PRESETS)}) or pass their folder with its config.json") from None
+
+# %% ../nbs/08_cli.ipynb #c8g00002
+def _generate_model(args: argparse.Namespace):
+    "(model, tokenizer) of --checkpoint (its own tokenizer), else of --weights/--preset (GPT-2's)."
+    if args.checkpoint:
+        if args.weights or args.preset:
+            raise BadInput("--checkpoint brings its own model: drop --weights and --preset")
+        return model_from_checkpoint(args.checkpoint)
+    cfg = _generate_config(args)
+    with torch.device("meta" if args.weights else "cpu"): model = GPTModel(cfg)  # meta: filled by the weights
+    if args.weights: _load_for_cli(model, args.weights)
+    else: print("tiny-gpt: note: no --weights, so the weights are random and write noise. Pass --weights PATH"
+                " (GPT-2's model.safetensors, or a Hugging Face model folder), or train a model first.",
+                file=sys.stderr)
+    return model, TikTokenizer("gpt2")
+
+def _prompt(args: argparse.Namespace) -> str:
+    "The prompt, given as the first argument or as --prompt."
+    if args.text is not None and args.prompt is not None and args.text != args.prompt:
+        raise BadInput("two prompts: give the text to continue once, as PROMPT or as --prompt")
+    prompt = args.prompt if args.prompt is not None else args.text
+    if prompt is None:
+        raise BadInput('give the text to continue: tiny-gpt generate "ROMEO:" (or --prompt TEXT)')
+    return prompt
+
+# %% ../nbs/08_cli.ipynb #9287f450
+def run_generate(
+    args: argparse.Namespace,  # parsed `tiny-gpt generate` arguments
+) -> int:                      # exit status
+    "Run `tiny-gpt generate`: print the prompt and its continuation."
+    if args.max_new_tokens < 0 or not args.temperature >= 0 or (args.top_k is not None and args.top_k < 1):
+        raise BadInput("--max-new-tokens and --temperature must be >= 0, and --top-k >= 1")
+    prompt, device = _prompt(args), _checked_device(args.device)
+    if args.seed is not None: torch.manual_seed(args.seed)
+    model, tokenizer = _generate_model(args)
+    try: ids = tokenizer.encode(prompt)
+    except ValueError as e: raise BadInput(f"the prompt: {e}") from None  # e.g. a character it lacks
+    n = model.cfg.context_length
+    if not ids: raise BadInput("the prompt is empty: give some text to continue")
+    if len(ids) > n:
+        raise BadInput(f"the prompt has {len(ids)} tokens and the model reads at most {n}: shorten it")
+    eos = getattr(tokenizer, "eot_token", None) if args.weights or args.checkpoint else None
+    out = generate(model.to(device).eval(), torch.tensor([ids]), args.max_new_tokens, n,
+                   temperature=args.temperature, top_k=args.top_k, eos_id=eos)[0].tolist()
+    if eos is not None and out[-1] == eos: out = out[:-1]  # the end token is not text
+    print(tokenizer.decode(out))
+    return 0
 
 # %% ../nbs/08_cli.ipynb #1cbe21f8
 def _run_demo(args: argparse.Namespace) -> int:
@@ -176,14 +538,10 @@ def add_demo_parser(
 # %% ../nbs/08_cli.ipynb #5e0c1a03
 def _subcommands() -> tuple:
     "The functions that add the subcommands, in the order `tiny-gpt --help` lists them."
-    from tiny_gpt.model import add_generate_parser
-    from tiny_gpt.store import add_prepare_parser
-    from tiny_gpt.train import add_train_parser
     return (add_demo_parser, add_prepare_parser, add_train_parser, add_generate_parser)
 
 def _parser() -> argparse.ArgumentParser:
     "The argument parser of `tiny-gpt`."
-    from tiny_gpt import __version__
     parser = argparse.ArgumentParser(prog="tiny-gpt", description="tiny_gpt: a GPT, chapter by chapter.")
     parser.add_argument("--version", action="version", version=f"tiny_gpt {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)

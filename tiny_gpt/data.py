@@ -16,20 +16,15 @@ import torch
 from fastcore.basics import patch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from .checks import check_positive_ints  # shared by every stage; data.check_positive_ints still works
+from .store import _check_tokenizer, open_store
 from .tokenizers import TikTokenizer, Tokenizer
 
 # %% auto #0
-__all__ = ['check_positive_ints', 'count_windows', 'NextTokenDataset', 'WindowBatchSampler', 'collate_windows',
-           'tiny_data_loader', 'WindowLoader', 'shuffle_positions', 'RandomWindowSampler', 'TokenStoreDataset',
-           'WindowBatch']
+__all__ = ['count_windows', 'NextTokenDataset', 'WindowBatchSampler', 'collate_windows', 'tiny_data_loader', 'WindowLoader',
+           'shuffle_positions', 'RandomWindowSampler', 'TokenStoreDataset', 'WindowBatch']
 
 # %% ../nbs/03_dataloader.ipynb #b4d9d7ce
-def check_positive_ints(**values: int) -> None:
-    "Raise a ValueError naming the first keyword argument that is not an integer >= 1."
-    for name, value in values.items():
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-            raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-
 def count_windows(
     n_tokens: int,    # length of the token sequence
     max_length: int,  # tokens per input window
@@ -164,11 +159,9 @@ def _as_dataset(source, max_length: int, stride: int, tokenizer: Tokenizer | Non
     if isinstance(source, (torch.Tensor, np.ndarray)) and source.ndim == 1:
         return NextTokenDataset(source, max_length, stride)  # a np.memmap stays on disk
     if isinstance(source, os.PathLike):
-        from tiny_gpt.store import open_store  # imported here: the store module needs more than text does
         source = open_store(source, split=split)
     if hasattr(source, "shards"):
         if tokenizer is not None and hasattr(source, "tokenizer_info"):  # the whole vocabulary, not a name
-            from tiny_gpt.store import _check_tokenizer
             _check_tokenizer(source, tokenizer)
         where = f"the store {str(getattr(source, 'path', ''))!r}"
         return TokenStoreDataset(source.shards, max_length, stride, where)
@@ -270,11 +263,20 @@ def _random_seed() -> int:
     "A seed drawn from torch's global generator, so `torch.manual_seed` fixes it."
     return int(torch.randint(0, 2**62, ()).item())
 
+def _drawn_seed(self) -> int:
+    "The seed: given, or drawn from torch's generator the first time it is needed (not when built)."
+    if self._seed is None: self._seed = _random_seed()
+    return self._seed
+
+def _set_seed(self, seed: int | None) -> None: self._seed = seed
+
+WindowBatchSampler.seed = property(_drawn_seed, _set_seed)
+
 @patch
 def _set_order(self: WindowBatchSampler, shuffle: bool, seed: int | None) -> None:
-    "Shuffle or not; the seed (random unless given, 0 under DDP); epoch 0, and each pass moves on."
+    "Shuffle or not; the seed (given, 0 under DDP, else drawn when first needed); epoch 0."
     self.shuffle = shuffle
-    self.seed = seed if seed is not None else 0 if self.world_size > 1 else _random_seed()
+    self._seed = seed if seed is not None else 0 if self.world_size > 1 else None
     self.epoch, self._auto_epoch = 0, True
 
 @patch
@@ -287,7 +289,8 @@ def set_epoch(self: WindowBatchSampler, epoch: int) -> None:
 def _this_pass(self: WindowBatchSampler) -> WindowBatchSampler:
     "The sampler whose order this pass reads: the epoch frozen; without `set_epoch` the next pass moves on."
     if not self._auto_epoch: return self
-    sampler = WindowBatchSampler(self.n_windows, self.batch_size, self.shuffle, self.drop_last, self.seed,
+    seed = self.seed if self.shuffle else self._seed  # an unshuffled pass draws no seed
+    sampler = WindowBatchSampler(self.n_windows, self.batch_size, self.shuffle, self.drop_last, seed,
                                  self.rank, self.world_size)
     sampler.epoch, self.epoch = self.epoch, self.epoch + 1
     return sampler
@@ -306,10 +309,10 @@ class RandomWindowSampler(Sampler):
         dist_rank, dist_world = _dist_rank_world()
         self.n_windows, self.batch_size, self.num_batches = n_windows, batch_size, num_batches
         self.rank = dist_rank if rank is None else rank
-        self.seed = seed if seed is not None else 0 if dist_world > 1 else _random_seed()
+        self._seed = seed if seed is not None else 0 if dist_world > 1 else None  # None: drawn when needed
         self.epoch, self._auto_epoch = 0, True
 
-    set_epoch = WindowBatchSampler.set_epoch
+    set_epoch, seed = WindowBatchSampler.set_epoch, WindowBatchSampler.seed
     def __len__(self) -> int: return self.num_batches
 
     def __iter__(self) -> Iterator[np.ndarray]:
@@ -328,7 +331,8 @@ def _random_offsets(dataset: Dataset, sampler: WindowBatchSampler,
     L, b = dataset.max_length, sampler.batch_size
     if hasattr(dataset, "shards"): every = TokenStoreDataset(dataset.shards, L, 1, dataset.source_name)
     else: every = NextTokenDataset(dataset.tokens, L, 1)
-    return every, RandomWindowSampler(len(every), b, num_batches or len(sampler), sampler.seed, sampler.rank)
+    return every, RandomWindowSampler(len(every), b, num_batches or len(sampler), sampler._seed,
+                                      sampler.rank)
 
 # %% ../nbs/03_dataloader.ipynb #113fde2a
 @patch

@@ -9,7 +9,7 @@ import torch
 from fastcore.basics import patch
 from torch import nn
 
-from .data import check_positive_ints
+from .checks import check_positive_ints
 
 # %% auto #0
 __all__ = ['GPTEmbedding']

@@ -13,9 +13,14 @@ from dataclasses import dataclass, field
 
 import torch
 
+from .checks import BadInput
+try: from tiny_gpt.tokenizers import TikTokenizer  # the smoke test's tokenizer
+except Exception as e: _TOKENIZER_IMPORT_ERROR, TikTokenizer = e, None  # reported, not raised: a diagnostic
+else: _TOKENIZER_IMPORT_ERROR = None
+
 # %% auto #0
-__all__ = ['SMOKE_TEXT', 'RULE', 'get_device', 'package_version', 'platform_name', 'EnvReport', 'collect_env', 'format_env',
-           'env_display_tinygpt_modules', 'gpu_cell_ready']
+__all__ = ['SMOKE_TEXT', 'RULE', 'get_device', 'rank_device', 'package_version', 'platform_name', 'EnvReport', 'collect_env',
+           'format_env', 'env_display_tinygpt_modules', 'gpu_cell_ready']
 
 # %% ../nbs/00_env.ipynb #392b4280
 def _mps_available() -> bool:
@@ -24,6 +29,11 @@ def _mps_available() -> bool:
     return bool(mps and mps.is_available())
 
 # %% ../nbs/00_env.ipynb #b2850591
+def _no_cuda_reason() -> str:
+    "Why torch sees no CUDA GPU, in a few words."
+    if torch.version.cuda is None: return f"this torch ({torch.__version__}) is a CPU-only build"
+    return f"this torch ({torch.__version__}, CUDA {torch.version.cuda}) finds no NVIDIA GPU or driver"
+
 def get_device(
     prefer: str | None = None,  # "cuda", "cuda:1", "mps" or "cpu"; None picks the best available
 ) -> torch.device:
@@ -32,18 +42,33 @@ def get_device(
         if torch.cuda.is_available(): return torch.device("cuda")
         return torch.device("mps" if _mps_available() else "cpu")
     try: device = torch.device(prefer)
-    except RuntimeError:
-        raise ValueError(f"prefer={prefer!r} is not a device name; "
-                         "use 'cuda', 'cuda:N', 'mps' or 'cpu'") from None
+    except (RuntimeError, TypeError):
+        raise BadInput(f"device {prefer!r} is not a device name: use 'cuda', 'cuda:N', 'mps' or 'cpu'") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"prefer={prefer!r} but this torch build sees no CUDA GPU; "
-                         "use get_device() to fall back to the CPU")
-    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-        raise ValueError(f"prefer={prefer!r} but only {torch.cuda.device_count()} CUDA device(s) exist")
+        raise BadInput(f"device {prefer!r}: there is no CUDA device ({_no_cuda_reason()}): use 'cpu', "
+                       "or leave the device out to use the best one available")
+    if device.type == "cuda" and device.index is not None and device.index >= (n := torch.cuda.device_count()):
+        raise BadInput(f"device {prefer!r}: this machine has {n} CUDA GPU(s), numbered from 0: "
+                       f"use 'cuda:0' to 'cuda:{n - 1}', or 'cuda'")
     if device.type == "mps" and not _mps_available():
-        raise ValueError(f"prefer={prefer!r} but Apple MPS is not available here; "
-                         "use get_device() to fall back")
+        raise BadInput(f"device {prefer!r}: Apple MPS is not available here: use 'cpu', "
+                       "or leave the device out to use the best one available")
     return device
+
+# %% ../nbs/00_env.ipynb #n0012725
+def rank_device(
+    local_rank: int,            # this process's number on its machine (torchrun's LOCAL_RANK)
+    local_world: int,           # processes on this machine (torchrun's LOCAL_WORLD_SIZE)
+    prefer: str | None = None,  # None or "cuda": this process's own GPU if there is one; "cpu": the CPU
+) -> torch.device:
+    "The device of one of torchrun's processes: `cuda:local_rank`, or the CPU (asked for, or no CUDA)."
+    if prefer not in (None, "cuda"): return get_device(prefer)
+    if not torch.cuda.is_available(): return get_device(prefer) if prefer else torch.device("cpu")
+    if local_world > (n := torch.cuda.device_count()):
+        raise BadInput(f"torchrun started {local_world} processes on this machine, which has {n} CUDA GPU(s): "
+                       f"start at most {n} (--nproc_per_node {n}), or train on the CPUs with gloo "
+                       "(--device cpu; device='cpu' in Python)")
+    return torch.device("cuda", local_rank)
 
 # %% ../nbs/00_env.ipynb #1817484a
 def package_version(
@@ -92,7 +117,7 @@ class EnvReport:
 def _smoke_test_tokenizer() -> tuple[list[int], str, str | None]:
     "Encode and decode `SMOKE_TEXT` with GPT-2: (ids, decoded, error or None)."
     try:
-        from tiny_gpt.tokenizers import TikTokenizer
+        if _TOKENIZER_IMPORT_ERROR is not None: raise _TOKENIZER_IMPORT_ERROR
         tok = TikTokenizer("gpt2")
         ids = tok.encode(SMOKE_TEXT)
         return ids, tok.decode(ids), None

@@ -5,11 +5,9 @@
 # %% ../nbs/06_model.ipynb #a40232ad
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import re
-import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -21,15 +19,12 @@ from torch import nn
 
 from .attention import MultiHeadAttention
 from .embeddings import GPTEmbedding
-from .env import get_device
-from .cli import BadInput
-from .data import check_positive_ints
-from .tokenizers import TikTokenizer
+from .checks import check_positive_ints
 
 # %% auto #0
 __all__ = ['GPT_CONFIG_124M', 'GPT2_PRESETS', 'GPTConfig', 'LayerNorm', 'GELU', 'FeedForward', 'TransformerBlock', 'GPTModel',
            'gpt2_preset', 'init_gpt2_weights', 'next_token', 'KVCache', 'generate', 'gpt2_config_from_hf',
-           'load_gpt2_weights', 'add_generate_parser', 'run_generate']
+           'load_gpt2_weights']
 
 # %% ../nbs/06_model.ipynb #afc47e3f
 GPT_CONFIG_124M = {
@@ -162,6 +157,34 @@ class GPTModel(nn.Module):
         x = self.drop_emb(self.emb(ids))         # (batch, seq_len, emb_dim)
         x = self.trf_blocks(x)                   # same shape
         return self.out_head(self.final_norm(x))
+
+# %% ../nbs/06_model.ipynb #c6b00002
+@patch(as_prop=True)
+def tok_emb(self: GPTModel) -> nn.Embedding:
+    "The token table, by the book's name (it lives in `self.emb`)."
+    return self.emb.tok_emb
+
+@patch(as_prop=True)
+def pos_emb(self: GPTModel) -> nn.Embedding:
+    "The position table, by the book's name."
+    return self.emb.pos_emb
+
+def _from_book(key: str) -> str | None:
+    "Our name for a key of the book's GPTModel state dict; None for its causal-mask buffers."
+    if re.fullmatch(r"trf_blocks\.\d+\.att\.mask", key): return None
+    if key in ("tok_emb.weight", "pos_emb.weight"): return "emb." + key
+    torch_names = {"scale": "weight", "shift": "bias"}  # the book's LayerNorm, and PyTorch's
+    return re.sub(r"norm(\d?)\.(scale|shift)$", lambda m: f"norm{m[1]}.{torch_names[m[2]]}", key)
+
+@patch
+def _load_from_state_dict(self: GPTModel, state_dict, prefix, *args, **kwargs):
+    "Load a state dict of ours or of the book's GPTModel (renamed here, before the children load)."
+    for key in [k for k in state_dict if k.startswith(prefix)]:
+        ours = _from_book(key[len(prefix):])
+        if ours != key[len(prefix):]:
+            value = state_dict.pop(key)
+            if ours is not None: state_dict[prefix + ours] = value
+    nn.Module._load_from_state_dict(self, state_dict, prefix, *args, **kwargs)
 
 # %% ../nbs/06_model.ipynb #a59a3b32
 _GPT2 = dict(vocab_size=50257, context_length=1024, drop_rate=0.0, qkv_bias=True, tie_embeddings=True)
@@ -323,8 +346,9 @@ def generate(
     use_cache: bool = True,      # KV cache: one position per new token instead of the whole window
     top_p: float | None = None,  # sample only among the best tokens whose probability sums to top_p
 ) -> torch.Tensor:               # (batch, n_tokens + new tokens) prompt and continuation
-    "Continue `idx` token by token: greedy, or sampled with temperature, top-k and top-p."
+    "Continue `idx` token by token on the model's device; the ids come back on the prompt's device."
     _check_generate_args(model, idx, max_new_tokens, context_size, temperature, top_k, top_p)
+    home, idx = idx.device, idx.to(next(model.parameters()).device)  # a prompt from any device
     capacity = min(context_size, idx.shape[1] + max_new_tokens)
     cache = KVCache(len(model.trf_blocks), capacity) if use_cache else None
     done = None  # (batch, 1) rows that wrote eos_id
@@ -335,7 +359,7 @@ def generate(
             done = idx_next == eos_id if done is None else done | (idx_next == eos_id)
         idx = torch.cat((idx, idx_next), dim=1)  # (batch, n_tokens + 1)
         if done is not None and bool(done.all()): break
-    return idx
+    return idx.to(home)  # back where the prompt was
 
 # %% ../nbs/06_model.ipynb #4792edde
 def gpt2_config_from_hf(
@@ -454,83 +478,3 @@ def _layout_error(tensors: dict, expected: dict) -> str | None:
             return (f"{name} has shape {tuple(t.shape)} in the weights but the model's {k} has "
                     f"{tuple(expected[k].shape)}: {fix}")
     return None
-
-# %% ../nbs/06_model.ipynb #d0e9846a
-def add_generate_parser(
-    subparsers,  # the `add_subparsers()` object of the tiny-gpt parser
-) -> argparse.ArgumentParser:
-    "Add the `generate` command: continue a prompt with GPT-2 weights (or random ones)."
-    about = "Continue a prompt with a GPT model: GPT-2 weights, a model you trained, or random weights."
-    p = subparsers.add_parser("generate", help="continue a prompt with a GPT model", description=about)
-    p.add_argument("--prompt", required=True, help="the text to continue")
-    p.add_argument("--weights", metavar="PATH", help="GPT-2 weights: a model.safetensors or pytorch_model.bin"
-                   " file, or a Hugging Face model folder (save_pretrained, or models--gpt2 in the HF cache)")
-    p.add_argument("--checkpoint", metavar="DIR", help="a model trained by `tiny-gpt train`: its run folder "
-                   "or checkpoint.pt (the model's config and tokenizer come with it)")
-    p.add_argument("--preset", help=f"the model's shape: {', '.join(GPT2_PRESETS)} (gpt2-small: gpt2) "
-                   "(default: the config.json next to the weights, else gpt2)")
-    p.add_argument("--max-new-tokens", type=int, default=50, metavar="N", help="tokens to write (default 50)")
-    p.add_argument("--temperature", type=float, default=0.0, metavar="T", help="0: greedy (default)")
-    p.add_argument("--top-k", type=int, default=None, metavar="K", help="sample among the K best tokens only")
-    p.add_argument("--seed", type=int, default=None, metavar="S", help="random seed: weights and sampling")
-    p.set_defaults(run=run_generate)
-    return p
-
-# %% ../nbs/06_model.ipynb #fbda1ff9
-def _generate_config(args: argparse.Namespace) -> GPTConfig:
-    "The model's shape: --preset, else the config.json beside --weights, else GPT-2 small."
-    if args.preset:
-        try: return gpt2_preset(args.preset)  # also the alias gpt2-small
-        except ValueError as e: raise BadInput(f"--preset: {e}") from None
-    if args.weights:
-        path = Path(args.weights)
-        try: folder = _weights_file(path).parent if path.is_dir() else path.parent
-        except FileNotFoundError as e: raise BadInput(f"--weights: {e}") from None
-        if (folder / "config.json").is_file(): return gpt2_config_from_hf(folder / "config.json")
-    return gpt2_preset("gpt2")
-
-def _generate_model(args: argparse.Namespace):
-    "(model, tokenizer) of --checkpoint (its own tokenizer), else of --weights/--preset (GPT-2's)."
-    if args.checkpoint:
-        if args.weights or args.preset:
-            raise BadInput("--checkpoint brings its own model: drop --weights and --preset")
-        from tiny_gpt.train import model_from_checkpoint  # the pretraining chapter's checkpoints
-        return model_from_checkpoint(args.checkpoint)
-    cfg = _generate_config(args)
-    with torch.device("meta" if args.weights else "cpu"): model = GPTModel(cfg)  # meta: filled by the weights
-    if args.weights: _load_for_cli(model, args.weights)
-    else: print("tiny-gpt: note: no --weights, so the weights are random and write noise. Pass --weights PATH"
-                " (GPT-2's model.safetensors, or a Hugging Face model folder), or train a model first.",
-                file=sys.stderr)
-    return model, TikTokenizer("gpt2")
-
-def _load_for_cli(model: GPTModel, weights: str):
-    "load_gpt2_weights with errors that name the command's options."
-    try: load_gpt2_weights(model, weights)
-    except (ImportError, FileNotFoundError) as e: raise BadInput(str(e)) from None
-    except ValueError as e:
-        raise BadInput(f"{e}; with tiny-gpt generate, choose the --preset of the weights "
-                         f"({', '.join(GPT2_PRESETS)}) or pass their folder with its config.json") from None
-
-# %% ../nbs/06_model.ipynb #9287f450
-def run_generate(
-    args: argparse.Namespace,  # parsed `tiny-gpt generate` arguments
-) -> int:                      # exit status
-    "Run `tiny-gpt generate`: print the prompt and its continuation."
-    if args.max_new_tokens < 0 or not args.temperature >= 0 or (args.top_k is not None and args.top_k < 1):
-        raise BadInput("--max-new-tokens and --temperature must be >= 0, and --top-k >= 1")
-    if args.seed is not None: torch.manual_seed(args.seed)
-    model, tokenizer = _generate_model(args)
-    try: ids = tokenizer.encode(args.prompt)
-    except ValueError as e: raise BadInput(f"--prompt: {e}") from None  # e.g. a character a char model lacks
-    n = model.cfg.context_length
-    if not ids: raise BadInput("--prompt is empty: give some text to continue")
-    if len(ids) > n:
-        raise BadInput(f"the prompt has {len(ids)} tokens and the model reads at most {n}: shorten --prompt")
-    device, trained = get_device(), bool(args.weights or args.checkpoint)
-    eos = getattr(tokenizer, "eot_token", None) if trained else None
-    out = generate(model.to(device).eval(), torch.tensor([ids], device=device), args.max_new_tokens, n,
-                   temperature=args.temperature, top_k=args.top_k, eos_id=eos)[0].tolist()
-    if eos is not None and out[-1] == eos: out = out[:-1]
-    print(tokenizer.decode(out))
-    return 0

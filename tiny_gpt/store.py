@@ -25,7 +25,7 @@ from fastcore.basics import patch
 from tiktoken_ext.openai_public import r50k_pat_str
 from tqdm import tqdm
 
-from .cli import BadInput
+from .checks import BadInput
 from .io import atomic_write, sha256_file, utf8_text_start
 from .bpe import FORMAT as BPE_FORMAT
 from .bpe import PATTERNS, BPETokenizer, tokenizer_from_info, tokenizer_info
@@ -33,7 +33,7 @@ from .tokenizers import CHAR_TOKENIZER_FORMAT, GPT2_PATTERN, CharTokenizer, TikT
 
 # %% auto #0
 __all__ = ['STORE_FORMAT', 'STORE_VERSION', 'VERIFY_AUTO_BYTES', 'TokenStore', 'open_store', 'first_safe_cut', 'token_dtype',
-           'parse_shard', 'shard_stem', 'prepare_store', 'add_prepare_parser', 'run_prepare']
+           'parse_shard', 'shard_stem', 'prepare_store']
 
 # %% ../nbs/03a_store.ipynb #287e0202
 STORE_FORMAT, STORE_VERSION = "tiny_gpt.token_store", 2
@@ -635,7 +635,6 @@ def _shards_in(folder: Path) -> set[tuple[int, int]]:
     found = (re.fullmatch(r"shard-(\d+)-of-(\d+)\.json", p.name) for p in folder.glob("shard-*-of-*.json"))
     return {(int(m[1]), int(m[2])) for m in found if m}
 
-
 # %% ../nbs/03a_store.ipynb #42a5d7d3
 def _check_out(
     out: Path,                     # the store folder
@@ -713,54 +712,3 @@ def prepare_store(
               desc=f"prepare {shard_stem(k, n)}") as bar:
         _write_shard(docs, out, (k, n), tokenizer, val_fraction, chunk_bytes, pool, 2 * max(workers, 1), bar)
     return out
-
-# %% ../nbs/03a_store.ipynb #b87ba6e0
-def add_prepare_parser(
-    subparsers: argparse._SubParsersAction,  # from `ArgumentParser.add_subparsers()`
-) -> argparse.ArgumentParser:
-    "Add the `prepare` subcommand; its `run` default is `run_prepare`."
-    p = subparsers.add_parser("prepare", help="tokenize text files into a token store (a folder)",
-                              description="Tokenize text files (one document each) into a token store "
-                                          "folder: flat uint16 token files plus a JSON header, read back "
-                                          "with numpy.memmap.")
-    p.add_argument("inputs", nargs="+", metavar="INPUT", help="text files, or folders of *.txt files")
-    p.add_argument("--out", required=True, metavar="DIR", help="the store folder (created if missing)")
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace the shard in DIR (the old one stays readable until the new one is done)")
-    p.add_argument("--val-fraction", type=float, default=0.0, metavar="F",
-                   help="hold out the last F of every document as the 'val' split (default: 0)")
-    p.add_argument("--shard", default=None, metavar="K/N",
-                   help="write shard K (from 0) of N; N machines run K = 0 … N-1")
-    p.add_argument("--tokenizer", default="gpt2", metavar="gpt2|char|PATH",
-                   help="gpt2 (default; or r50k_base, p50k_base), char (one token per character of the "
-                        "input), or a file saved by BPETokenizer.save or CharTokenizer.save")
-    p.add_argument("--workers", type=int, default=2, help="tokenizing processes (default: 2)")
-    p.add_argument("--chunk-mb", type=float, default=1.0, help="MB of text per piece (default: 1)")
-    p.add_argument("--quiet", action="store_true",
-                   help="print nothing (by default: a progress bar on a terminal, then a summary)")
-    p.set_defaults(run=run_prepare)
-    return p
-
-# %% ../nbs/03a_store.ipynb #5d1f0a50
-def run_prepare(
-    args: argparse.Namespace,  # parsed by the `prepare` parser
-) -> int:
-    "Run `tiny-gpt prepare`: check the options, write the shard, print a summary; returns the exit status."
-    if not 0 <= args.val_fraction < 1:
-        raise BadInput(f"--val-fraction must be in [0, 1), got {args.val_fraction:g}")
-    if not args.chunk_mb > 0: raise BadInput(f"--chunk-mb must be > 0, got {args.chunk_mb:g}")
-    if args.workers < 0: raise BadInput(f"--workers must be >= 0, got {args.workers}")
-    k, n = parse_shard(args.shard, what="--shard")
-    _check_out(Path(args.out).expanduser(), (k, n), args.overwrite, how="--overwrite")
-    out = prepare_store(args.inputs, args.out, tokenizer=args.tokenizer, val_fraction=args.val_fraction,
-                        shard=(k, n), chunk_bytes=max(1, int(args.chunk_mb * (1 << 20))),
-                        workers=args.workers, progress=None if not args.quiet else False,
-                        overwrite=args.overwrite)
-    if not args.quiet:
-        h = json.loads((out / f"{shard_stem(k, n)}.json").read_text(encoding="utf-8"))
-        mb, seconds = sum(s["bytes"] for s in h["sources"]) / 1e6, max(h["seconds"], 1e-9)
-        splits = ", ".join(f"{s} {v['n_tokens']:,}" for s, v in h["splits"].items())
-        print(f"wrote shard {k}/{n} of '{out}': {h['n_tokens']:,} {h['tokenizer']} tokens ({splits}) from "
-              f"{len(h['sources'])} document(s), {mb:.1f} MB in {h['seconds']:.1f} s "
-              f"({mb / seconds:.1f} MB/s)")
-    return 0

@@ -5,7 +5,6 @@
 # %% ../nbs/07_train.ipynb #8977ea20
 from __future__ import annotations
 
-import argparse
 import contextlib
 import copy
 import dataclasses
@@ -22,6 +21,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
+import tiktoken
 import torch
 import torch.nn.functional as F
 from fastcore.basics import patch
@@ -30,18 +30,18 @@ from torch.utils.data import DataLoader, Sampler
 from tqdm import tqdm
 
 from .data import WindowLoader, tiny_data_loader
-from .env import get_device
+from .env import get_device, rank_device
 from .io import atomic_write
 from .model import GPTModel, generate, init_gpt2_weights
 from .bpe import tokenizer_from_info, tokenizer_info
-from .tokenizers import CharTokenizer, TikTokenizer
-from .cli import BadInput
+from .tokenizers import CharTokenizer  # re-exported: tiny_gpt.train.CharTokenizer
+from .checks import BadInput
 
 # %% auto #0
 __all__ = ['LOG_KEYS', 'EVAL_KEYS', 'CHECKPOINT_NAME', 'METRICS_NAME', 'CHECKPOINT_FORMAT', 'CHECKPOINT_VERSION', 'POSITION_KEYS',
-           'TRAIN_PRESETS', 'calc_loss_batch', 'calc_loss_loader', 'evaluate', 'sample_text', 'train_model_simple',
-           'cosine_lr', 'make_adamw', 'TrainSettings', 'train', 'save_checkpoint', 'load_checkpoint',
-           'model_from_checkpoint', 'add_train_parser', 'run_train']
+           'calc_loss_batch', 'calc_loss_loader', 'evaluate', 'text_to_token_ids', 'token_ids_to_text', 'sample_text',
+           'train_model_simple', 'cosine_lr', 'make_adamw', 'TrainSettings', 'train', 'save_checkpoint',
+           'load_checkpoint', 'model_from_checkpoint']
 
 # %% ../nbs/07_train.ipynb #0281fcdf
 def calc_loss_batch(
@@ -114,6 +114,23 @@ def evaluate(
             losses.append(float(_mean_over_ranks(torch.tensor(loss, device=device))))
     finally: model.train(was_training)
     return losses[0], losses[1]
+
+# %% ../nbs/07_train.ipynb #c7h00002
+def text_to_token_ids(
+    text: str,  # the text to encode
+    tokenizer,  # a tiktoken Encoding (the book's) or a tiny_gpt tokenizer
+) -> torch.Tensor:  # (1, n_tokens)
+    "The token ids of `text` as a batch of one sequence (`<|endoftext|>` allowed)."
+    if isinstance(tokenizer, tiktoken.Encoding): ids = tokenizer.encode(text, allowed_special={"<|endoftext|>"})
+    else: ids = tokenizer.encode(text)
+    return torch.tensor(ids).unsqueeze(0)
+
+def token_ids_to_text(
+    token_ids: torch.Tensor,  # (1, n_tokens) or (n_tokens,) ids, on any device
+    tokenizer,                # anything with `decode(list_of_ids)`
+) -> str:
+    "The text of a batch of one sequence of ids."
+    return tokenizer.decode(token_ids.squeeze(0).tolist())
 
 # %% ../nbs/07_train.ipynb #21249b8a
 def sample_text(
@@ -231,9 +248,10 @@ def _epoch_loader(loader: DataLoader, epoch: int, start: int):
     "The batches of `epoch` from batch `start` on: only their indices are skipped, no window is read twice."
     sampler = getattr(loader, "batch_sampler", None)
     if not hasattr(sampler, "set_epoch"): return itertools.islice(loader, start, None)  # a plain loader
+    base_seed = sampler.seed  # drawn now, on the caller's sampler, if it was not given
     sampler = copy.copy(sampler)  # the caller's sampler keeps its own epoch
     sampler.set_epoch(epoch)
-    seed = np.random.SeedSequence([sampler.seed % 2**64, epoch, start]).generate_state(1, np.uint64)[0]
+    seed = np.random.SeedSequence([base_seed % 2**64, epoch, start]).generate_state(1, np.uint64)[0]
     generator = torch.Generator().manual_seed(int(seed >> np.uint64(1)))  # workers' seeds, from it
     kw = dict(num_workers=loader.num_workers, pin_memory=loader.pin_memory, timeout=loader.timeout,
               worker_init_fn=loader.worker_init_fn, multiprocessing_context=loader.multiprocessing_context,
@@ -249,10 +267,11 @@ class _Run:
                  amp):
         self.raw, self.train_loader, self.val_loader, self.s = model, train_loader, val_loader, s
         self.rank, self.world = _rank_world()
-        self.device = torch.device(device) if device is not None else _default_device(self.world)
+        self.device = _run_device(device, self.world)
         self.out_dir = None if out_dir is None else Path(out_dir)
         self.config, self.tokenizer = _config_of(model, config), tokenizer_info(tokenizer)
-        self.amp = self.device.type == "cuda" if amp is None else amp
+        self.amp_dtype = _amp_dtype(self.device, amp)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
         self.step = self.micro = self.epoch = self.batch = self.tokens = 0
         self.lr = cosine_lr(0, s.lr, s.min_lr, s.warmup_steps, s.decay_steps)
         self.elapsed, self._it = 0.0, None
@@ -267,11 +286,22 @@ LOG_KEYS = ("step", "loss", "lr", "tokens_seen", "time")                     # a
 EVAL_KEYS = ("step", "train_loss", "val_loss", "lr", "tokens_seen", "time")  # a row per evaluation
 
 # %% ../nbs/07_train.ipynb #1a4ea743
-def _default_device(world: int) -> torch.device:
-    "`get_device()`, or this process's own GPU (LOCAL_RANK) under torchrun."
-    if world > 1 and torch.cuda.is_available():
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-    return get_device()
+def _run_device(device: torch.device | str | None, world: int) -> torch.device:
+    "The device asked for (checked), else the best one; under torchrun this process's own GPU, or the CPU."
+    prefer = None if device is None else str(device)
+    if world == 1: return get_device(prefer)
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", world))
+    return rank_device(int(os.environ.get("LOCAL_RANK", 0)), local_world, prefer)
+
+def _amp_dtype(device: torch.device, amp: bool | str | None) -> torch.dtype | None:
+    "The autocast dtype: bfloat16 where the device has it, else float16 (CUDA, with a scaler); None: off."
+    if amp is None: amp = device.type == "cuda"
+    if amp is False: return None
+    if amp is True:
+        cuda_without_bf16 = device.type == "cuda" and not torch.cuda.is_bf16_supported()
+        return torch.float16 if cuda_without_bf16 else torch.bfloat16
+    if amp in ("bfloat16", "float16"): return getattr(torch, amp)
+    raise BadInput(f"amp must be True, False, None, 'bfloat16' or 'float16', got {amp!r}")
 
 def _config_of(model: nn.Module, config) -> dict | None:
     "The model's config as a plain dict: `config`, else `model.cfg` if it has one."
@@ -282,8 +312,9 @@ def _config_of(model: nn.Module, config) -> dict | None:
 
 @patch
 def _autocast(self: _Run):
-    "bfloat16 autocast when `amp` is on, else nothing."
-    return torch.autocast(self.device.type, dtype=torch.bfloat16) if self.amp else contextlib.nullcontext()
+    "Autocast to the run's dtype (bfloat16 or float16) when mixed precision is on, else nothing."
+    if self.amp_dtype is None: return contextlib.nullcontext()
+    return torch.autocast(self.device.type, dtype=self.amp_dtype)
 
 # %% ../nbs/07_train.ipynb #872f3444
 @patch
@@ -304,7 +335,7 @@ def _forward_backward(self: _Run, inputs: torch.Tensor, targets: torch.Tensor) -
     sync = contextlib.nullcontext() if last or self.world == 1 else self.model.no_sync()  # DDP: on the last
     with sync:
         with self._autocast(): loss = calc_loss_batch(inputs, targets, self.model, self.device)
-        (loss / self.s.grad_accum_steps).backward()
+        self.scaler.scale(loss / self.s.grad_accum_steps).backward()  # float16: scaled up, so none underflows
     self.pending += loss.detach()
     self.micro += 1
     self.tokens += inputs.numel() * self.world
@@ -316,8 +347,11 @@ def _optimizer_step(self: _Run) -> None:
     s = self.s
     self.lr = cosine_lr(self.step, s.lr, s.min_lr, s.warmup_steps, s.decay_steps)
     for group in self.opt.param_groups: group["lr"] = self.lr
-    if s.grad_clip: torch.nn.utils.clip_grad_norm_(self.raw.parameters(), s.grad_clip)
-    self.opt.step()
+    if s.grad_clip:
+        self.scaler.unscale_(self.opt)  # clip the true gradients (a no-op without float16)
+        torch.nn.utils.clip_grad_norm_(self.raw.parameters(), s.grad_clip)
+    self.scaler.step(self.opt)  # skipped when float16 gradients overflowed; the scale then shrinks
+    self.scaler.update()
     self.opt.zero_grad(set_to_none=True)
     self.unlogged.append(self.pending / s.grad_accum_steps)
     self.pending = torch.zeros((), device=self.device)
@@ -422,6 +456,18 @@ def loop(self: _Run, progress: bool | None, stop_after: int | None, callback) ->
         if bar is not None: bar.close()
     return self.history
 
+# %% ../nbs/07_train.ipynb #n0017069
+@contextlib.contextmanager
+def _deterministic_algorithms(on: bool) -> Iterator[None]:
+    "While training, if `on`: PyTorch's deterministic kernels, and cuBLAS's fixed workspace."
+    if not on: yield; return
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS reads it when CUDA starts
+    was = torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.benchmark = False
+    try: yield
+    finally: torch.use_deterministic_algorithms(was[0]); torch.backends.cudnn.benchmark = was[1]
+
 # %% ../nbs/07_train.ipynb #11cf12bd
 def train(
     model: nn.Module,                          # maps ids (batch, seq_len) to logits (batch, seq_len, vocab)
@@ -433,20 +479,22 @@ def train(
     resume: bool = False,                      # continue the run whose checkpoint is in `out_dir`
     config: dict | None = None,                # the model's config, checked on resume; None: model.cfg
     tokenizer: object | None = None,           # stored with its vocabulary, and checked on resume
-    amp: bool | None = None,                   # bfloat16 autocast; None: on CUDA only
+    amp: bool | str | None = None,             # mixed precision; None: on CUDA only (see `_amp_dtype`)
+    deterministic: bool = False,               # deterministic kernels: a GPU resume is then bit for bit
     compile: bool = False,                     # torch.compile the model (first steps are slow: it compiles)
     progress: bool | None = None,              # a tqdm bar (tokens/s, loss); None: only on a terminal
     stop_after: int | None = None,             # stop, checkpoint and return after this many micro-batches
     callback: Callable[[dict], None] | None = None,  # called with each evaluation's row
     **overrides,                               # fields of `TrainSettings`, e.g. max_steps=200, lr=3e-4
 ) -> dict:
-    "Train `model` with AdamW, warmup + cosine, clipping and accumulation; return the history of losses."
+    "Move `model` to `device` and train it (AdamW, warmup + cosine, clipping, accumulation); the history."
     s = _checked_settings(dataclasses.replace(settings or TrainSettings(), **overrides))
     if len(train_loader) == 0:
         raise BadInput("train_loader yields no batch: use more data or a smaller batch_size")
     run = _Run(model, train_loader, val_loader, s, device, out_dir, config, tokenizer, amp)
-    run.start(resume, compile)
-    return run.loop(progress, stop_after, callback)
+    with _deterministic_algorithms(deterministic):
+        run.start(resume, compile)
+        return run.loop(progress, stop_after, callback)
 
 # %% ../nbs/07_train.ipynb #92f19003
 CHECKPOINT_NAME, METRICS_NAME = "checkpoint.pt", "metrics.jsonl"  # the files of a run's folder
@@ -493,8 +541,8 @@ def state(self: _Run) -> dict:
             "position": {"step": self.step, "micro": self.micro, "epoch": self.epoch, "batch": self.batch,
                          "tokens": self.tokens, "seed": _sampler_seed(self.train_loader)},
             "settings": dataclasses.asdict(self.s), "config": self.config, "tokenizer": self.tokenizer,
-            "world_size": self.world, "rng": _gather(_rng_state()), "history": self.history,
-            "elapsed": self._time()}
+            "scaler": self.scaler.state_dict(), "world_size": self.world, "rng": _gather(_rng_state()),
+            "history": self.history, "elapsed": self._time()}
 
 # %% ../nbs/07_train.ipynb #f0d5c124
 def _clean_stale_temps(path: Path) -> None:
@@ -577,7 +625,7 @@ def start(self: _Run, resume: bool, compile: bool) -> None:
     "Refuse to overwrite another run; restore the checkpoint when resuming; wrap the model (compile, DDP)."
     if self.out_dir is not None:
         ckpt_file = self.out_dir / CHECKPOINT_NAME
-        if resume: self.restore(load_checkpoint(ckpt_file, self.config, self.tokenizer, self.device))
+        if resume: self.restore(load_checkpoint(ckpt_file, self.config, self.tokenizer))  # on the CPU
         elif ckpt_file.exists():
             raise BadInput(f"'{self.out_dir}' holds another run ({CHECKPOINT_NAME}): resume it, or choose "
                              "another output folder (no checkpoint is overwritten)")
@@ -592,7 +640,7 @@ def start(self: _Run, resume: bool, compile: bool) -> None:
 # %% ../nbs/07_train.ipynb #9bce93d2
 @patch
 def restore(self: _Run, ckpt: dict) -> None:
-    "Load weights, optimizer state, gradients of an unfinished step, data position, history and RNG states."
+    "Put the checkpoint on the run's device: weights, optimizer, pending gradients; RNG states stay on the CPU."
     if ckpt["world_size"] != self.world:
         raise BadInput(f"the checkpoint was written by {ckpt['world_size']} process(es), this run has "
                          f"{self.world}: resume with as many processes (each reads its own share of data)")
@@ -601,7 +649,9 @@ def restore(self: _Run, ckpt: dict) -> None:
         detail = str(e).splitlines()[1].strip()
         raise BadInput(f"the checkpoint's weights do not fit this model: {detail}") from None
     self.opt.load_state_dict(ckpt["optimizer"])
-    for name, p in self.raw.named_parameters(): p.grad = ckpt["grads"].get(name)
+    grads = ckpt["grads"]  # of an unfinished step, on the CPU like the whole checkpoint
+    for name, p in self.raw.named_parameters(): p.grad = grads[name].to(p.device) if name in grads else None
+    if ckpt.get("scaler"): self.scaler.load_state_dict(ckpt["scaler"])
     self.pending, self.logged = ckpt["pending_loss"].to(self.device), list(ckpt["unlogged"])
     self.lr = ckpt["lr"]
     pos = ckpt["position"]
@@ -609,195 +659,3 @@ def restore(self: _Run, ckpt: dict) -> None:
     if pos["seed"] is not None: self.train_loader.batch_sampler.seed = pos["seed"]
     self.history, self.elapsed, self.rng = ckpt["history"], ckpt["elapsed"], ckpt["rng"][self.rank]
     self.history.pop("stopped_at", None)  # this run goes on
-
-# %% ../nbs/07_train.ipynb #f7fa7f2c
-TRAIN_PRESETS = {  # model shapes for `tiny-gpt train --preset`; vocab_size comes from the tokenizer
-    "tiny": dict(context_length=64, emb_dim=64, n_heads=2, n_layers=2, drop_rate=0.0, qkv_bias=False,
-                 bias=False, tie_embeddings=True),
-    "shakespeare-char": dict(context_length=64, emb_dim=128, n_heads=4, n_layers=4, drop_rate=0.0,
-                             qkv_bias=False, bias=False, tie_embeddings=True),  # nanoGPT's CPU recipe
-    "gpt2-124m": dict(context_length=1024, emb_dim=768, n_heads=12, n_layers=12, drop_rate=0.1,
-                      qkv_bias=False),  # the book's GPT_CONFIG_124M
-}
-
-def _model_config(preset: str | None, config_file: str | None, saved: dict | None, n_vocab: int) -> dict:
-    "The model's config: --config, --preset, the checkpoint's, else 'tiny'; checked against the vocabulary."
-    if config_file:
-        try: cfg = json.loads(Path(config_file).read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as e:
-            raise BadInput(f"cannot read --config '{config_file}': {e}") from None
-        cfg.setdefault("vocab_size", n_vocab)
-    elif preset:
-        if preset not in TRAIN_PRESETS:
-            raise BadInput(f"unknown preset {preset!r}: choose one of {', '.join(TRAIN_PRESETS)}, "
-                             "or pass --config FILE")
-        cfg = {"vocab_size": n_vocab, **TRAIN_PRESETS[preset]}
-    else: cfg = dict(saved) if saved else {"vocab_size": n_vocab, **TRAIN_PRESETS["tiny"]}
-    if cfg.get("vocab_size", 0) < n_vocab:
-        raise BadInput(f"the model's vocab_size is {cfg.get('vocab_size')} but the tokenizer has {n_vocab} "
-                         "ids: set vocab_size >= that in the config, or use the data's tokenizer")
-    return cfg
-
-# %% ../nbs/07_train.ipynb #3c282869
-def _text_ids(path: Path, kind: str | None, saved_tokenizer: dict | None):
-    "(tokenizer, train ids, val ids) of a text file: the first 90 % to train, the last 10 % to validate."
-    from tiny_gpt.io import io_load_text_file
-    text = io_load_text_file(path, verbose=False)
-    if saved_tokenizer:  # resuming: the run's own tokenizer
-        tokenizer = tokenizer_from_info(saved_tokenizer)
-        if kind is not None and kind != tokenizer.name:
-            raise BadInput(f"--tokenizer {kind} differs from the run's tokenizer ({tokenizer.name}): leave "
-                           "--tokenizer out to resume with the run's")
-    elif kind == "char": tokenizer = CharTokenizer(text)
-    elif kind in (None, "gpt2"): tokenizer = TikTokenizer("gpt2", {"<|endoftext|>"})
-    else: raise BadInput(f"--tokenizer must be 'char' or 'gpt2' for a text file, got {kind!r}")
-    try: ids = torch.tensor(tokenizer.encode(text), dtype=torch.long)
-    except ValueError as e:  # e.g. a character the run's vocabulary lacks
-        raise BadInput(f"'{path.name}' cannot be tokenized with the run's tokenizer: {e}") from None
-    n_train = int(0.9 * len(ids))
-    return tokenizer, ids[:n_train], ids[n_train:]
-
-# %% ../nbs/07_train.ipynb #f34131f4
-def _store_data(path: Path, kind: str | None):
-    "(the store's tokenizer, train split, val split or None) of a token store folder."
-    from tiny_gpt.store import open_store
-    try: train = open_store(path, "train")
-    except FileNotFoundError as e: raise BadInput(str(e)) from None  # a folder that is not a store
-    if kind is not None and kind != train.tokenizer_name:
-        raise BadInput(f"--tokenizer {kind} differs from the tokenizer of the store '{path}' "
-                       f"({train.tokenizer_name}): leave --tokenizer out to train with the store's, or "
-                       f"prepare the store again with --tokenizer {kind}")
-    try: val = open_store(path, "val")
-    except ValueError: val = None  # a store without a val split
-    return train.tokenizer, train, val
-
-def _data(path: Path, kind: str | None, saved_tokenizer: dict | None):
-    "(tokenizer, train source, val source or None) of a text file or a token store folder."
-    if path.is_dir(): return _store_data(path, kind)
-    if not path.exists():
-        raise BadInput(f"no data at '{path}': pass a text file, or a token store folder made by "
-                                "`tiny-gpt prepare`")
-    return _text_ids(path, kind, saved_tokenizer)
-
-# %% ../nbs/07_train.ipynb #6ccb8b1d
-_SETTING_FLAGS = (  # options that set a field of TrainSettings: (flag, type, help)
-    ("--max-steps", int, "optimizer steps"), ("--eval-interval", int, "steps between evaluations"),
-    ("--eval-iters", int, "batches per evaluation"), ("--lr", float, "peak learning rate"),
-    ("--min-lr", float, "final learning rate"), ("--warmup-steps", int, "warmup steps"),
-    ("--decay-steps", int, "step where the cosine reaches --min-lr (default: --max-steps)"),
-    ("--grad-accum-steps", int, "micro-batches per step"), ("--weight-decay", float, "AdamW weight decay"),
-    ("--grad-clip", float, "largest gradient norm"), ("--log-interval", int, "steps between loss read-backs"))
-
-# %% ../nbs/07_train.ipynb #2a14b549
-def add_train_parser(
-    subparsers: argparse._SubParsersAction,  # from `ArgumentParser.add_subparsers()`
-) -> argparse.ArgumentParser:
-    "Add the `train` subcommand; its `run` default is `run_train`."
-    p = subparsers.add_parser(
-        "train", help="train a GPT on a text file or a token store",
-        description="Train a GPT; writes OUT/checkpoint.pt and OUT/metrics.jsonl. Ctrl-C saves a checkpoint "
-                    "and stops; --resume continues exactly there.")
-    p.add_argument("data", help="a UTF-8 text file (90 %% train, 10 %% val) or a token store folder")
-    p.add_argument("--out", required=True, metavar="DIR", help="the run folder: checkpoint.pt, metrics.jsonl")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out")
-    p.add_argument("--tokenizer", default=None, choices=("gpt2", "char"),
-                   help="for a text file (default: gpt2); a store's own is always used")
-    p.add_argument("--preset", help=f"model shape: {', '.join(TRAIN_PRESETS)} (default: tiny)")
-    p.add_argument("--config", metavar="FILE", help="model config as JSON (the book's keys)")
-    for flag, kind, what in _SETTING_FLAGS: p.add_argument(flag, type=kind, default=None, help=what)
-    p.add_argument("--batch-size", type=int, default=12, help="windows per micro-batch (default: 12)")
-    p.add_argument("--sampling", default="random", choices=("random", "windows"),
-                   help="random offsets (default) or strided windows")
-    p.add_argument("--workers", type=int, default=0, help="data loader worker processes (default: 0)")
-    p.add_argument("--seed", type=int, default=1337, help="weights and data order (default: 1337)")
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:N or mps (default: the best available)")
-    p.add_argument("--compile", action="store_true", help="torch.compile the model")
-    p.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
-    p.set_defaults(run=run_train)
-    return p
-
-# %% ../nbs/07_train.ipynb #9aac18bc
-def _settings(args: argparse.Namespace, saved: dict | None) -> TrainSettings:
-    "The checkpoint's settings (when resuming) or the defaults, with every option given on the command line."
-    s = TrainSettings(**saved) if saved else TrainSettings(max_steps=2000, eval_interval=250, eval_iters=200)
-    given = {f[2:].replace("-", "_") for f, _, _ in _SETTING_FLAGS}
-    return dataclasses.replace(s, **{k: getattr(args, k) for k in given if getattr(args, k) is not None})
-
-def _schedule_note(saved: dict | None, s: TrainSettings) -> str | None:
-    "A note for a resumed run that goes on past the end of its cosine (the rate then stays at min_lr)."
-    if not saved or s.decay_steps is None or s.max_steps <= s.decay_steps: return None
-    return (f"note: the learning rate stays at {s.min_lr:g} (min_lr) after step {s.decay_steps}, where the "
-            f"run's cosine ends; pass --decay-steps {s.max_steps} to stretch the cosine to the new end")
-
-def _check_out(out: Path, resume: bool) -> dict | None:
-    "The checkpoint to resume from, or None; refuse a folder holding another run when not resuming."
-    if resume: return load_checkpoint(out)
-    if (out / CHECKPOINT_NAME).exists() or (out / METRICS_NAME).exists():
-        raise BadInput(f"'{out}' holds another run: pass --resume to continue it, or choose another --out")
-    return None
-
-# %% ../nbs/07_train.ipynb #141fa2a0
-def _train_from_args(args: argparse.Namespace) -> int:
-    "`tiny-gpt train` in this process (one rank of torchrun's, or the only one)."
-    from tiny_gpt.model import GPTModel, init_gpt2_weights
-    out = Path(args.out)
-    ckpt = _check_out(out, args.resume)
-    if _rank_world()[1] > 1: dist.barrier()  # every rank checked --out before rank 0 writes there
-    tokenizer, train_src, val_src = _data(Path(args.data), args.tokenizer, ckpt and ckpt["tokenizer"])
-    if ckpt and (diff := _differences(ckpt["tokenizer"], tokenizer_info(tokenizer))):
-        raise BadInput(f"the run in '{out}' was trained with another tokenizer than the data's ({diff}): "
-                       "resume it on data made with the run's tokenizer, or start a new run in another --out")
-    cfg = _model_config(args.preset, args.config, ckpt and ckpt["config"], tokenizer.get_n_vocab_tokens())
-    settings = _settings(args, ckpt and ckpt["settings"])
-    note = _schedule_note(ckpt and ckpt["settings"], settings)
-    if note and not args.quiet and _rank_world()[0] == 0: print(note, file=sys.stderr)
-    T = cfg["context_length"]
-    kw = dict(batch_size=args.batch_size, max_length=T, stride=T, seed=args.seed, num_workers=args.workers)
-    try:  # the loaders check the batch and window sizes against the data: the command's options
-        train_loader = tiny_data_loader(train_src, sampling=args.sampling, **kw)
-        val_loader = (None if val_src is None else
-                      tiny_data_loader(val_src, shuffle=False, drop_last=False, **kw))
-    except ValueError as e: raise BadInput(f"{e} (see --batch-size, --preset, --config)") from None
-    torch.manual_seed(args.seed)
-    model = init_gpt2_weights(GPTModel(cfg))
-    history = train(model, train_loader, val_loader, settings, device=args.device, out_dir=out,
-                    resume=args.resume, config=cfg, tokenizer=tokenizer, compile=args.compile,
-                    progress=False if args.quiet else None)
-    if _rank_world()[0] != 0: return 130 if history.get("stopped_at") else 0  # rank 0 reports
-    return _report(history, out, args.quiet)
-
-# %% ../nbs/07_train.ipynb #98b311ef
-@contextlib.contextmanager
-def _process_group(device: str | None) -> Iterator[None]:
-    "Join torchrun's processes when torchrun started this one (WORLD_SIZE > 1): nccl on GPUs, else gloo."
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or dist.is_initialized():
-        yield
-        return
-    cuda = torch.cuda.is_available() and (device is None or device.startswith("cuda"))
-    if cuda:
-        gpu = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-        torch.cuda.set_device(gpu)  # this rank's own GPU, before nccl starts
-        dist.init_process_group("nccl", device_id=gpu)
-    else: dist.init_process_group("gloo")
-    try: yield
-    finally: dist.destroy_process_group()
-
-def run_train(
-    args: argparse.Namespace,  # parsed by the `train` parser
-) -> int:
-    "Run `tiny-gpt train` (under torchrun: as one of its processes); the exit status (130 after Ctrl-C)."
-    with _process_group(args.device): return _train_from_args(args)
-
-# %% ../nbs/07_train.ipynb #ae0e6105
-def _report(history: dict, out: Path, quiet: bool) -> int:
-    "Print how the run ended; the exit status (130 when Ctrl-C stopped it)."
-    stopped, ev = history.get("stopped_at"), history["eval"]
-    if not quiet and ev["step"]:
-        print(f"step {ev['step'][-1]}: train loss {ev['train_loss'][-1]:.4f}, "
-              f"val loss {ev['val_loss'][-1]:.4f}")
-    if stopped:
-        print(f"stopped at step {stopped['step']} (micro-batch {stopped['micro_batch']}): checkpoint saved "
-              f"in '{out}'; continue with --resume", file=sys.stderr)
-        return 130
-    if not quiet: print(f"done: '{out / CHECKPOINT_NAME}', metrics in '{out / METRICS_NAME}'")
-    return 0
