@@ -260,3 +260,23 @@ def test_readme_names_every_corpus_origin_and_checksum():
     for needed in (VERDICT_URL, shakespeare, *CORPUS_SHA256.values()):
         assert needed in readme, f"README.md does not mention {needed}"
     assert set(CORPUS_SHA256) == {"the-verdict.txt", "tinyshakespeare.txt"}, "a new corpus: add it to the Data section"
+
+
+DRAWS = re.compile(r"^(?!\s*#).*\b(?:plt\.(?:show|plot|subplots|figure)|\.plot\(|\.imshow\()", re.MULTILINE)
+MAX_FIGURE_BYTES = 150_000
+
+
+def test_every_drawing_cell_stores_its_figure():
+    "A cell that draws keeps its figure as a PNG output (under 150 KB), so the site shows it."
+    import base64
+    missing, heavy = [], []
+    for nb in NOTEBOOKS:
+        for i, cell in enumerate(cells(nb)):
+            if cell["cell_type"] != "code" or not DRAWS.search(source(cell)): continue
+            if re.match(r"\s*#\|\s*cuda", source(cell)): continue  # a GPU cell skips itself without a GPU
+            pngs = [o["data"]["image/png"] for o in cell.get("outputs", []) if "image/png" in o.get("data", {})]
+            if not pngs: missing.append(f"{nb.name} cell {i} ({cell.get('id')})")
+            heavy += [f"{nb.name} cell {i}: {len(base64.b64decode(p)):,} bytes" for p in pngs
+                      if len(base64.b64decode(p)) > MAX_FIGURE_BYTES]
+    assert not missing, "cells that draw but store no PNG (run the notebook without MPLBACKEND=Agg):\n" + "\n".join(missing)
+    assert not heavy, "figures over 150 KB:\n" + "\n".join(heavy)

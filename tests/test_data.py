@@ -167,11 +167,11 @@ def test_bad_sources(tmp_path):
 
 def test_store_folder_goes_through_open_store(memmap_shards, tmp_path, monkeypatch):
     "A pathlib.Path is opened with tiny_gpt.store.open_store(path, split=...) (recorded here, then faked)."
-    import tiny_gpt.store
+    import tiny_gpt.data
     ids, shards = memmap_shards
     calls = []
     def open_store(path, split="train"): calls.append((path, split)); return FakeStore(shards, path)
-    monkeypatch.setattr(tiny_gpt.store, "open_store", open_store)
+    monkeypatch.setattr(tiny_gpt.data, "open_store", open_store)
     loader = tiny_data_loader(tmp_path, batch_size=2, max_length=4, stride=4, shuffle=False, split="val")
     assert calls == [(tmp_path, "val")]
     assert next(iter(loader))[0].tolist() == [ids[0:4].tolist(), ids[4:8].tolist()]

@@ -6,8 +6,9 @@ import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
+from tiny_gpt.cli import _generate_config, add_generate_parser, run_generate
 from tiny_gpt.model import (GPT2_PRESETS, GPT_CONFIG_124M, GPTModel, KVCache, generate, gpt2_config_from_hf,
-                            gpt2_preset, load_gpt2_weights, add_generate_parser, run_generate)
+                            gpt2_preset, load_gpt2_weights)
 
 TINY_HF = dict(n_layer=2, n_head=4, n_embd=64, vocab_size=50257, n_positions=128)
 PROMPT = torch.tensor([[15496, 11, 314, 716, 257, 1332]])  # "Hello, I am a test"
@@ -310,14 +311,13 @@ def test_cli_errors_name_the_fix(hf, tmp_path):
     torch.save(hf.state_dict(), tmp_path / "pytorch_model.bin")  # no config.json: the gpt2 preset is assumed
     with pytest.raises(ValueError, match=r"2 transformer blocks and the model has 12: .*choose the --preset"):
         run_generate(parse("--prompt", "Hi", "--weights", str(tmp_path / "pytorch_model.bin")))
-    with pytest.raises(ValueError, match="--prompt is empty"):
+    with pytest.raises(ValueError, match="the prompt is empty"):
         run_generate(parse("--prompt", ""))
 
 
 def test_cli_one_line_errors_and_the_gpt2_small_alias(tmp_path, capsys):
     "An empty --weights folder and --temperature nan are one-line errors; --preset gpt2-small is gpt2."
     from tiny_gpt.cli import BadInput, main
-    from tiny_gpt.model import _generate_config
     with pytest.raises(BadInput, match="holds none of model.safetensors"):
         run_generate(parse("--prompt", "Hi", "--weights", str(tmp_path)))
     with pytest.raises(BadInput, match="--temperature must be >= 0"):
@@ -329,3 +329,25 @@ def test_cli_one_line_errors_and_the_gpt2_small_alias(tmp_path, capsys):
         assert err.startswith("tiny-gpt: error: ") and err.count("\n") == 1 and "Traceback" not in err
     small = _generate_config(parse("--prompt", "Hi", "--preset", "gpt2-small"))
     assert (small.emb_dim, small.n_layers, small.n_heads, small.context_length) == (768, 12, 12, 1024)
+
+
+def test_cli_takes_the_prompt_as_its_first_argument(capsys):
+    "`tiny-gpt generate \"ROMEO:\"` as a new user types it: the same text as --prompt; neither is one line."
+    from tiny_gpt.cli import main
+    argv = ["--max-new-tokens", "3", "--seed", "1", "--preset", "gpt2", "--device", "cpu"]
+    assert main(["generate", "ROMEO:", *argv]) == 0
+    positional = capsys.readouterr().out
+    assert main(["generate", "--prompt", "ROMEO:", *argv]) == 0
+    assert capsys.readouterr().out == positional and positional.startswith("ROMEO:")
+    assert main(["generate", *argv]) == 2
+    assert capsys.readouterr().err == 'tiny-gpt: error: give the text to continue: tiny-gpt generate "ROMEO:" (or --prompt TEXT)\n'
+
+
+def test_generate_runs_on_the_models_device_and_answers_on_the_prompts():
+    "A model on another device than the prompt (here meta, which a CPU machine has): the forward pass runs there."
+    with torch.device("meta"): model = GPTModel({**GPT_CONFIG_124M, "n_layers": 1, "context_length": 16}).eval()
+    seen = []
+    model.emb.tok_emb.register_forward_hook(lambda module, args, out: seen.append(args[0].device.type))
+    with pytest.raises(NotImplementedError):  # meta ids have no values to bring back to the CPU
+        generate(model, torch.tensor([[1, 2, 3]]), max_new_tokens=2, context_size=16)
+    assert seen == ["meta", "meta"]  # both forward passes ran where the weights are

@@ -22,7 +22,13 @@ from tiny_gpt.data import tiny_data_loader
 from tiny_gpt.io import corpus_path
 from tiny_gpt.train import (CHECKPOINT_NAME, CharTokenizer, TrainSettings, calc_loss_batch, calc_loss_loader,
                             cosine_lr, evaluate, load_checkpoint, make_adamw, save_checkpoint, tokenizer_from_info,
-                            tokenizer_info, train)
+                            tokenizer_info)
+from tiny_gpt.train import train as train_anywhere
+
+
+def train(*args, **kw):
+    "`train` on the CPU unless a test names another device: these tests compare with numbers computed on the CPU."
+    return train_anywhere(*args, **{"device": "cpu", **kw})
 
 VOCAB = 48
 
@@ -239,7 +245,7 @@ def test_loading_never_runs_code_from_the_file(tmp_path):
 # ---------------------------------------------------------------- the command line
 def cli_args(*argv):
     import argparse
-    from tiny_gpt.train import add_train_parser
+    from tiny_gpt.cli import add_train_parser
     parser = argparse.ArgumentParser(prog="tiny-gpt")
     add_train_parser(parser.add_subparsers())
     return parser.parse_args(["train", *argv])
@@ -253,11 +259,11 @@ def small_text(tmp_path):
 
 
 RUN = ["--tokenizer", "char", "--preset", "tiny", "--eval-interval", "2", "--eval-iters", "1", "--batch-size", "4",
-       "--quiet"]
+       "--quiet", "--device", "cpu"]
 
 
 def one_line_error(exc_type, *argv):
-    from tiny_gpt.train import run_train
+    from tiny_gpt.cli import run_train
     with pytest.raises(exc_type) as e: run_train(cli_args(*argv))
     assert "\n" not in str(e.value)
     return str(e.value)
@@ -284,7 +290,7 @@ def test_cli_refuses_a_batch_larger_than_the_data(tmp_path, small_text):
 
 
 def test_cli_refuses_a_folder_holding_another_run_and_keeps_its_checkpoint(tmp_path, small_text):
-    from tiny_gpt.train import run_train
+    from tiny_gpt.cli import run_train
     out = tmp_path / "run"
     assert run_train(cli_args(str(small_text), "--out", str(out), *RUN, "--max-steps", "2")) == 0
     before = (out / CHECKPOINT_NAME).read_bytes()
@@ -296,7 +302,7 @@ def test_cli_refuses_a_folder_holding_another_run_and_keeps_its_checkpoint(tmp_p
 
 CLI_SCRIPT = textwrap.dedent("""
     import argparse, sys
-    from tiny_gpt.train import add_train_parser
+    from tiny_gpt.cli import add_train_parser
     p = argparse.ArgumentParser(); add_train_parser(p.add_subparsers())
     args = p.parse_args(["train", *sys.argv[1:]])
     sys.exit(args.run(args))
@@ -430,3 +436,83 @@ def test_resuming_a_text_run_refuses_another_tokenizer_or_new_characters(tmp_pat
     assert len(errors) == 2 and "--tokenizer gpt2 differs from the run's tokenizer (char)" in errors[0]
     assert "cannot be tokenized with the run's tokenizer" in errors[1] and "'€'" in errors[1]
     assert (out / "checkpoint.pt").read_bytes() == before
+
+
+
+# ---------------------------------------------------------------- devices
+@pytest.mark.filterwarnings("ignore:for .* copying from a non-meta parameter:UserWarning")  # meta weights hold no values
+def test_resume_loads_the_checkpoint_on_the_cpu_and_moves_it_to_the_runs_device(tmp_path):
+    "A run on another device than the CPU (meta here; CUDA on a GPU) resumes: RNG states stay CPU tensors."
+    tr, va = loaders()
+    train(model(), tr, va, max_steps=2, eval_interval=1, eval_iters=1, out_dir=tmp_path, progress=False)
+    history = train_anywhere(model(), tr, va, max_steps=2, eval_interval=1, eval_iters=1, out_dir=tmp_path,
+                             resume=True, device="meta", progress=False)
+    assert history["eval"]["step"] == [1, 2]  # nothing left to do: the checkpoint's history, restored
+
+
+def test_a_device_that_does_not_exist_is_one_line(monkeypatch):
+    "train(device='cuda') without CUDA, and more torchrun processes than GPUs, say what to pass instead."
+    tr, va = loaders()
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(BadInput, match="device 'cuda': there is no CUDA device .*: use 'cpu'"):
+        train_anywhere(model(), tr, va, max_steps=1, device="cuda", progress=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(BadInput, match="device 'cuda:7': there are 1 CUDA GPU"):
+        train_anywhere(model(), tr, va, max_steps=1, device="cuda:7", progress=False)
+    from tiny_gpt.train import _run_device
+    monkeypatch.setenv("LOCAL_RANK", "1"); monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    with pytest.raises(BadInput, match=r"torchrun started 2 processes on a machine with 1 CUDA GPU\(s\)"):
+        _run_device(None, 2)
+    assert _run_device("cpu", 2) == torch.device("cpu")
+
+
+def test_the_command_line_refuses_a_missing_gpu_and_too_many_processes_in_one_line(tmp_path, small_text, capsys,
+                                                                                 monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert tiny_gpt_main(["train", str(small_text), "--out", str(tmp_path / "o"), "--device", "cuda"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("tiny-gpt: error: --device 'cuda': there is no CUDA device") and err.count("\n") == 1
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    for k, v in dict(WORLD_SIZE="2", RANK="1", LOCAL_RANK="1", LOCAL_WORLD_SIZE="2").items(): monkeypatch.setenv(k, v)
+    assert tiny_gpt_main(["train", str(small_text), "--out", str(tmp_path / "o")]) == 2  # before any process group
+    err = capsys.readouterr().err
+    assert "torchrun started 2 processes on a machine with 1 CUDA GPU(s): start at most 1" in err
+    assert "--device cpu" in err and err.count("\n") == 1
+
+
+def test_float16_with_a_gradient_scaler_resumes_exactly(tmp_path):
+    "The laptop-GPU path (float16 + GradScaler) on the CPU: the scaler's state is saved, and resume is bitwise."
+    tr, va = loaders()
+    kw = dict(max_steps=6, eval_interval=3, eval_iters=1, log_interval=1, amp="float16", progress=False)
+    straight = train(model(), tr, va, out_dir=tmp_path / "a", **kw)
+    train(model(), tr, va, out_dir=tmp_path / "b", stop_after=3, **kw)
+    resumed = train(model(), tr, va, out_dir=tmp_path / "b", resume=True, **kw)
+    assert straight["log"]["loss"] == resumed["log"]["loss"]
+    assert load_checkpoint(tmp_path / "b")["scaler"]["scale"] > 1
+
+
+def test_bf16_is_chosen_only_where_the_gpu_has_it(monkeypatch):
+    from tiny_gpt.train import _amp_dtype
+    cuda = torch.device("cuda", 0)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: False)
+    assert _amp_dtype(cuda, None) == _amp_dtype(cuda, True) == torch.float16      # a GTX 10xx, an RTX 20xx
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)
+    assert _amp_dtype(cuda, None) == torch.bfloat16 and _amp_dtype(cuda, False) is None
+    assert _amp_dtype(torch.device("cpu"), None) is None and _amp_dtype(torch.device("cpu"), True) == torch.bfloat16
+
+
+def test_the_command_line_refuses_a_binary_file_and_a_config_with_missing_keys(tmp_path, small_text, capsys):
+    (tmp_path / "some.bin").write_bytes(bytes(range(256)) * 4)
+    (tmp_path / "half.json").write_text('{"emb_dim": 32, "n_heads": 2, "layer": 1}', encoding="utf-8")
+    runs = {"binary": ["train", str(tmp_path / "some.bin"), "--out", str(tmp_path / "a")],
+            "config": ["train", str(small_text), "--out", str(tmp_path / "b"), "--config", str(tmp_path / "half.json")]}
+    errors = {}
+    for name, argv in runs.items():
+        assert tiny_gpt_main(argv) == 2, name
+        errors[name] = capsys.readouterr().err
+        assert errors[name].count("\n") == 1 and "Traceback" not in errors[name]
+    assert "some.bin' is not valid UTF-8" in errors["binary"]
+    assert "missing keys: context_length, n_layers, drop_rate, qkv_bias; unknown keys: layer" in errors["config"]
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()

@@ -46,7 +46,7 @@ SCRIPT = textwrap.dedent("""
         kw = dict(batch_size=batch, max_length=16, stride=8, sampling="windows", seed=3)
         tr, va = tiny_data_loader(ids[:5000], **kw), tiny_data_loader(ids[5000:], shuffle=False, **kw)
         h = train(model, tr, va, settings, out_dir=os.path.join(out, folder), resume=resume, stop_after=stop_after,
-                  progress=False)
+                  progress=False, device="cpu")  # gloo: every process on the CPU, also on a GPU machine
         return h, model
 
     straight, model = run("straight")

@@ -43,12 +43,14 @@ def get_device(
         return torch.device("mps" if _mps_available() else "cpu")
     try: device = torch.device(prefer)
     except (RuntimeError, TypeError):
-        raise BadInput(f"device {prefer!r} is not a device name: use 'cuda', 'cuda:N', 'mps' or 'cpu'") from None
+        raise BadInput(f"device {prefer!r} is not a device name: use 'cuda', 'cuda:N', 'mps' or 'cpu'") \
+            from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise BadInput(f"device {prefer!r}: there is no CUDA device ({_no_cuda_reason()}): use 'cpu', "
                        "or leave the device out to use the best one available")
-    if device.type == "cuda" and device.index is not None and device.index >= (n := torch.cuda.device_count()):
-        raise BadInput(f"device {prefer!r}: this machine has {n} CUDA GPU(s), numbered from 0: "
+    n = torch.cuda.device_count() if device.type == "cuda" else 0
+    if device.type == "cuda" and device.index is not None and device.index >= n:
+        raise BadInput(f"device {prefer!r}: there are {n} CUDA GPU(s), numbered from 0: "
                        f"use 'cuda:0' to 'cuda:{n - 1}', or 'cuda'")
     if device.type == "mps" and not _mps_available():
         raise BadInput(f"device {prefer!r}: Apple MPS is not available here: use 'cpu', "
@@ -58,14 +60,14 @@ def get_device(
 # %% ../nbs/00_env.ipynb #n0012725
 def rank_device(
     local_rank: int,            # this process's number on its machine (torchrun's LOCAL_RANK)
-    local_world: int,           # processes on this machine (torchrun's LOCAL_WORLD_SIZE)
+    local_world: int,           # processes on this process's machine (LOCAL_WORLD_SIZE)
     prefer: str | None = None,  # None or "cuda": this process's own GPU if there is one; "cpu": the CPU
 ) -> torch.device:
     "The device of one of torchrun's processes: `cuda:local_rank`, or the CPU (asked for, or no CUDA)."
     if prefer not in (None, "cuda"): return get_device(prefer)
     if not torch.cuda.is_available(): return get_device(prefer) if prefer else torch.device("cpu")
     if local_world > (n := torch.cuda.device_count()):
-        raise BadInput(f"torchrun started {local_world} processes on this machine, which has {n} CUDA GPU(s): "
+        raise BadInput(f"torchrun started {local_world} processes on a machine with {n} CUDA GPU(s): "
                        f"start at most {n} (--nproc_per_node {n}), or train on the CPUs with gloo "
                        "(--device cpu; device='cpu' in Python)")
     return torch.device("cuda", local_rank)

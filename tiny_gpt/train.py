@@ -40,8 +40,8 @@ from .checks import BadInput
 # %% auto #0
 __all__ = ['LOG_KEYS', 'EVAL_KEYS', 'CHECKPOINT_NAME', 'METRICS_NAME', 'CHECKPOINT_FORMAT', 'CHECKPOINT_VERSION', 'POSITION_KEYS',
            'calc_loss_batch', 'calc_loss_loader', 'evaluate', 'text_to_token_ids', 'token_ids_to_text', 'sample_text',
-           'train_model_simple', 'cosine_lr', 'make_adamw', 'TrainSettings', 'train', 'save_checkpoint',
-           'load_checkpoint', 'model_from_checkpoint']
+           'train_model_simple', 'cosine_lr', 'make_adamw', 'TrainSettings', 'save_checkpoint', 'load_checkpoint',
+           'model_from_checkpoint', 'train']
 
 # %% ../nbs/07_train.ipynb #0281fcdf
 def calc_loss_batch(
@@ -121,7 +121,8 @@ def text_to_token_ids(
     tokenizer,  # a tiktoken Encoding (the book's) or a tiny_gpt tokenizer
 ) -> torch.Tensor:  # (1, n_tokens)
     "The token ids of `text` as a batch of one sequence (`<|endoftext|>` allowed)."
-    if isinstance(tokenizer, tiktoken.Encoding): ids = tokenizer.encode(text, allowed_special={"<|endoftext|>"})
+    if isinstance(tokenizer, tiktoken.Encoding):  # the book's: special tokens must be allowed by name
+        ids = tokenizer.encode(text, allowed_special={"<|endoftext|>"})
     else: ids = tokenizer.encode(text)
     return torch.tensor(ids).unsqueeze(0)
 
@@ -456,46 +457,6 @@ def loop(self: _Run, progress: bool | None, stop_after: int | None, callback) ->
         if bar is not None: bar.close()
     return self.history
 
-# %% ../nbs/07_train.ipynb #n0017069
-@contextlib.contextmanager
-def _deterministic_algorithms(on: bool) -> Iterator[None]:
-    "While training, if `on`: PyTorch's deterministic kernels, and cuBLAS's fixed workspace."
-    if not on: yield; return
-    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS reads it when CUDA starts
-    was = torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark
-    torch.use_deterministic_algorithms(True)
-    torch.backends.cudnn.benchmark = False
-    try: yield
-    finally: torch.use_deterministic_algorithms(was[0]); torch.backends.cudnn.benchmark = was[1]
-
-# %% ../nbs/07_train.ipynb #11cf12bd
-def train(
-    model: nn.Module,                          # maps ids (batch, seq_len) to logits (batch, seq_len, vocab)
-    train_loader: DataLoader,                  # training batches, e.g. `tiny_data_loader` (memory or store)
-    val_loader: DataLoader | None = None,      # validation batches
-    settings: TrainSettings | None = None,     # steps, optimizer, schedule, intervals; None: the defaults
-    device: torch.device | str | None = None,  # None: `get_device()` (under torchrun: this rank's GPU)
-    out_dir: str | os.PathLike | None = None,  # folder of checkpoint.pt and metrics.jsonl; None: no files
-    resume: bool = False,                      # continue the run whose checkpoint is in `out_dir`
-    config: dict | None = None,                # the model's config, checked on resume; None: model.cfg
-    tokenizer: object | None = None,           # stored with its vocabulary, and checked on resume
-    amp: bool | str | None = None,             # mixed precision; None: on CUDA only (see `_amp_dtype`)
-    deterministic: bool = False,               # deterministic kernels: a GPU resume is then bit for bit
-    compile: bool = False,                     # torch.compile the model (first steps are slow: it compiles)
-    progress: bool | None = None,              # a tqdm bar (tokens/s, loss); None: only on a terminal
-    stop_after: int | None = None,             # stop, checkpoint and return after this many micro-batches
-    callback: Callable[[dict], None] | None = None,  # called with each evaluation's row
-    **overrides,                               # fields of `TrainSettings`, e.g. max_steps=200, lr=3e-4
-) -> dict:
-    "Move `model` to `device` and train it (AdamW, warmup + cosine, clipping, accumulation); the history."
-    s = _checked_settings(dataclasses.replace(settings or TrainSettings(), **overrides))
-    if len(train_loader) == 0:
-        raise BadInput("train_loader yields no batch: use more data or a smaller batch_size")
-    run = _Run(model, train_loader, val_loader, s, device, out_dir, config, tokenizer, amp)
-    with _deterministic_algorithms(deterministic):
-        run.start(resume, compile)
-        return run.loop(progress, stop_after, callback)
-
 # %% ../nbs/07_train.ipynb #92f19003
 CHECKPOINT_NAME, METRICS_NAME = "checkpoint.pt", "metrics.jsonl"  # the files of a run's folder
 CHECKPOINT_FORMAT, CHECKPOINT_VERSION = "tiny_gpt.checkpoint", 1
@@ -640,7 +601,7 @@ def start(self: _Run, resume: bool, compile: bool) -> None:
 # %% ../nbs/07_train.ipynb #9bce93d2
 @patch
 def restore(self: _Run, ckpt: dict) -> None:
-    "Put the checkpoint on the run's device: weights, optimizer, pending gradients; RNG states stay on the CPU."
+    "The checkpoint on the run's device (weights, optimizer, pending gradients); RNG states stay on the CPU."
     if ckpt["world_size"] != self.world:
         raise BadInput(f"the checkpoint was written by {ckpt['world_size']} process(es), this run has "
                          f"{self.world}: resume with as many processes (each reads its own share of data)")
@@ -659,3 +620,43 @@ def restore(self: _Run, ckpt: dict) -> None:
     if pos["seed"] is not None: self.train_loader.batch_sampler.seed = pos["seed"]
     self.history, self.elapsed, self.rng = ckpt["history"], ckpt["elapsed"], ckpt["rng"][self.rank]
     self.history.pop("stopped_at", None)  # this run goes on
+
+# %% ../nbs/07_train.ipynb #n0017069
+@contextlib.contextmanager
+def _deterministic_algorithms(on: bool) -> Iterator[None]:
+    "While training, if `on`: PyTorch's deterministic kernels, and cuBLAS's fixed workspace."
+    if not on: yield; return
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS reads it when CUDA starts
+    was = torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.benchmark = False
+    try: yield
+    finally: torch.use_deterministic_algorithms(was[0]); torch.backends.cudnn.benchmark = was[1]
+
+# %% ../nbs/07_train.ipynb #11cf12bd
+def train(
+    model: nn.Module,                          # maps ids (batch, seq_len) to logits (batch, seq_len, vocab)
+    train_loader: DataLoader,                  # training batches, e.g. `tiny_data_loader` (memory or store)
+    val_loader: DataLoader | None = None,      # validation batches
+    settings: TrainSettings | None = None,     # steps, optimizer, schedule, intervals; None: the defaults
+    device: torch.device | str | None = None,  # None: `get_device()` (under torchrun: this rank's GPU)
+    out_dir: str | os.PathLike | None = None,  # folder of checkpoint.pt and metrics.jsonl; None: no files
+    resume: bool = False,                      # continue the run whose checkpoint is in `out_dir`
+    config: dict | None = None,                # the model's config, checked on resume; None: model.cfg
+    tokenizer: object | None = None,           # stored with its vocabulary, and checked on resume
+    amp: bool | str | None = None,             # mixed precision; None: on CUDA only (see `_amp_dtype`)
+    deterministic: bool = False,               # deterministic kernels: a GPU resume is then bit for bit
+    compile: bool = False,                     # torch.compile the model (first steps are slow: it compiles)
+    progress: bool | None = None,              # a tqdm bar (tokens/s, loss); None: only on a terminal
+    stop_after: int | None = None,             # stop, checkpoint and return after this many micro-batches
+    callback: Callable[[dict], None] | None = None,  # called with each evaluation's row
+    **overrides,                               # fields of `TrainSettings`, e.g. max_steps=200, lr=3e-4
+) -> dict:
+    "Move `model` to `device` and train it (AdamW, warmup + cosine, clipping, accumulation); the history."
+    s = _checked_settings(dataclasses.replace(settings or TrainSettings(), **overrides))
+    if len(train_loader) == 0:
+        raise BadInput("train_loader yields no batch: use more data or a smaller batch_size")
+    run = _Run(model, train_loader, val_loader, s, device, out_dir, config, tokenizer, amp)
+    with _deterministic_algorithms(deterministic):
+        run.start(resume, compile)
+        return run.loop(progress, stop_after, callback)
