@@ -9,6 +9,7 @@ import argparse
 import contextlib
 import dataclasses
 import json
+import math
 import os
 import sys
 import time
@@ -34,9 +35,9 @@ from .train import (CHECKPOINT_NAME, METRICS_NAME, TrainSettings, _differences, 
                             load_checkpoint, model_from_checkpoint, train)
 
 # %% auto #0
-__all__ = ['TRAIN_PRESETS', 'demo_text', 'demo_regex_tokenizer', 'demo_tiktokenizer', 'demo_data_loader', 'demo_embeddings',
-           'run_demo', 'add_prepare_parser', 'run_prepare', 'add_train_parser', 'run_train', 'add_generate_parser',
-           'run_generate', 'add_demo_parser', 'main']
+__all__ = ['DEMO_GPT', 'TRAIN_PRESETS', 'demo_text', 'demo_regex_tokenizer', 'demo_tiktokenizer', 'demo_data_loader',
+           'demo_embeddings', 'demo_training', 'demo_generation', 'run_demo', 'add_prepare_parser', 'run_prepare',
+           'add_train_parser', 'run_train', 'add_generate_parser', 'run_generate', 'add_demo_parser', 'main']
 
 # %% ../nbs/08_cli.ipynb #437a0571
 _RULE = "=" * 50
@@ -136,14 +137,59 @@ def demo_embeddings(
     print(f"Token embeddings shape: {tok.shape}\n{_LINE}\nPositional embeddings shape: {pos.shape}\n"
           f"Final input embeddings shape: {x.shape}")
 
+# %% ../nbs/08_cli.ipynb #c8d00002
+DEMO_GPT = dict(context_length=64, emb_dim=96, n_heads=4, n_layers=3, drop_rate=0.1, qkv_bias=False,
+                bias=False, tie_embeddings=True)  # the model of Part C; vocab_size: the text's characters
+
+def demo_training(
+    text: str,                    # the corpus, one token per character
+    steps: int = 300,             # optimizer steps
+    progress: bool | None = None, # a progress bar; None: on a terminal only
+) -> tuple[GPTModel, CharTokenizer] | None:  # None: the text is too short to train on
+    "Part C: train a small character-level GPT on `text` on the CPU; print its losses."
+    chars = CharTokenizer(text)
+    ids, (T, batch) = torch.tensor(chars.encode(text)), (DEMO_GPT["context_length"], 16)
+    n_train = int(0.9 * len(ids))
+    if n_train < batch * T + 1 or len(ids) - n_train < T + 1:
+        print(f"Skipped: the text has {len(text):,} characters; training needs about 1,200.")
+        return None
+    torch.manual_seed(123)
+    model = init_gpt2_weights(GPTModel({"vocab_size": chars.get_n_vocab_tokens(), **DEMO_GPT}))
+    train_loader = tiny_data_loader(ids[:n_train], batch_size=batch, max_length=T, stride=T, seed=1)
+    val_loader = tiny_data_loader(ids[n_train:], batch_size=batch, max_length=T, stride=T, shuffle=False,
+                                  drop_last=False)
+    print(f"{chars.get_n_vocab_tokens()} characters; a GPT of {sum(p.numel() for p in model.parameters()):,} "
+          f"parameters; {steps} steps on the CPU")
+    history = train(model, train_loader, val_loader, device="cpu", max_steps=steps, lr=3e-3, warmup_steps=20,
+                    eval_interval=max(1, steps // 3), eval_iters=None, progress=progress)
+    losses = " → ".join(f"{v:.2f}" for v in history["eval"]["val_loss"])
+    print(f"Validation loss: {math.log(chars.get_n_vocab_tokens()):.2f} (a uniform guess) → {losses}")
+    return model, chars
+
+# %% ../nbs/08_cli.ipynb #c8d00006
+def demo_generation(
+    model: GPTModel,        # from `demo_training`
+    chars: CharTokenizer,   # its tokenizer
+    prompt: str,            # the start, in the model's characters
+    n_chars: int = 150,     # characters to write
+) -> str:
+    "Part D: `prompt` and what the model writes after it, printed and returned."
+    torch.manual_seed(1)
+    ids = torch.tensor([chars.encode(prompt)])
+    out = generate(model.eval(), ids, n_chars, model.cfg.context_length, temperature=0.8)
+    written = chars.decode(out[0].tolist())
+    print(written)
+    return written
+
 # %% ../nbs/08_cli.ipynb #9c3afcd2
 def run_demo(
     path: str | os.PathLike | None = None,  # a UTF-8 text file; None: The Verdict (or the bundled sample)
     preview: int = 20,                      # tokens of the regex split to print
+    steps: int = 300,                       # training steps of Part C
 ) -> None:
-    "Run every chapter's example, from the text to its embeddings, and print the report section by section."
+    "Run every chapter's example, from the text to a trained GPT's writing; print the report by sections."
     start = time.perf_counter()
-    if path is not None:  # a bad file fails here, before any of the report is printed (or torch is loaded)
+    if path is not None:  # a bad file fails here, before any of the report is printed
         _check_long_enough(demo_text(path, verbose=False), f"'{path}'")
     _section("Environment and text")
     env_display_tinygpt_modules()
@@ -157,8 +203,12 @@ def run_demo(
     demo_data_loader(text)
     _section("Input embeddings: token + positional")
     demo_embeddings(text)
+    _section("Part C: a small GPT, trained")
+    if trained := demo_training(text, steps):
+        _section("Part D: what it writes")
+        demo_generation(*trained, text[:14])
     seconds = time.perf_counter() - start
-    print(f"\n{_RULE}\n✅ The pipeline ran end to end, text to embeddings, in {seconds:.1f} s\n{_RULE}")
+    print(f"\n{_RULE}\n✅ The pipeline ran end to end, text to generated text, in {seconds:.1f} s\n{_RULE}")
 
 # %% ../nbs/08_cli.ipynb #b87ba6e0
 def add_prepare_parser(
@@ -518,7 +568,8 @@ def run_generate(
 def _run_demo(args: argparse.Namespace) -> int:
     "Run `tiny-gpt demo`; returns the exit status."
     if args.preview < 0: raise BadInput(f"--preview must be >= 0, got {args.preview}")
-    run_demo(args.file, args.preview)
+    if args.steps < 1: raise BadInput(f"--steps must be >= 1, got {args.steps}")
+    run_demo(args.file, args.preview, args.steps)
     return 0
 
 def add_demo_parser(
@@ -526,12 +577,14 @@ def add_demo_parser(
 ) -> argparse.ArgumentParser:
     "Add the `demo` subcommand; it runs `run_demo` through a small wrapper."
     demo = subparsers.add_parser("demo", help="run every chapter's example and print the report",
-                                 description="Run every chapter's example, from a text to its embeddings, "
-                                             "and print the report.")
+                                 description="Run every chapter's example, from a text to a small GPT "
+                                             "trained on it and what it writes, and print the report.")
     demo.add_argument("file", nargs="?",
                       help="a UTF-8 text file (default: The Verdict, else the bundled sample)")
     demo.add_argument("--preview", type=int, default=20, metavar="N",
                       help="tokens of the regex split to show (default: 20)")
+    demo.add_argument("--steps", type=int, default=300, metavar="N",
+                      help="training steps of the small GPT (default: 300)")
     demo.set_defaults(run=_run_demo)
     return demo
 
