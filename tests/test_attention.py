@@ -195,3 +195,18 @@ def test_compile_fullgraph_gives_the_same_output():
     with pytest.raises((ValueError, RuntimeError), match="seq_len 13 is longer than context_length 12"):
         compiled(torch.randn(2, 13, 16))
     torch.testing.assert_close(compiled(x[:, :5]), mha(x[:, :5]), atol=1e-5, rtol=1e-5)  # shorter: fine
+
+
+def test_causal_attention_errors_and_the_repr():
+    "The chapter's single-head checks, and the repr that prints the heads' layout."
+    ca = CausalAttention(3, 2, 6, dropout=0.0)
+    with pytest.raises(ValueError, match=r"got \(6, 3\); for a single sequence use x.unsqueeze\(0\)"):
+        ca(torch.zeros(6, 3))
+    with pytest.raises(ValueError, match=r"x must have shape \(batch, seq_len, d_in=3\), got \(1, 6, 4\)"):
+        ca(torch.zeros(1, 6, 4))
+    with pytest.raises(ValueError, match=r"dropout must be a probability in \[0, 1\], got 1.5"):
+        CausalAttention(3, 2, 6, dropout=1.5)
+    mha = MultiHeadAttention(d_in=3, d_out=4, context_length=6, dropout=0.0, num_heads=2)
+    qkv = [f"  ({n}): Linear(in_features=3, out_features=4, bias=False)" for n in ("W_query", "W_key", "W_value")]
+    assert repr(mha).splitlines() == ["MultiHeadAttention(", "  num_heads=2, head_dim=2, context_length=6, dropout=0.0",
+                                      *qkv, "  (out_proj): Linear(in_features=4, out_features=4, bias=True)", ")"]

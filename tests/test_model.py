@@ -351,3 +351,15 @@ def test_generate_runs_on_the_models_device_and_answers_on_the_prompts():
     with pytest.raises(NotImplementedError):  # meta ids have no values to bring back to the CPU
         generate(model, torch.tensor([[1, 2, 3]]), max_new_tokens=2, context_size=16)
     assert seen == ["meta", "meta"]  # both forward passes ran where the weights are
+
+
+
+def test_config_and_weight_loading_errors_name_the_fix(hf):
+    from tiny_gpt.model import GPTConfig
+    with pytest.raises(ValueError, match=r"unknown config keys \['n_head'\]"):
+        GPTConfig.of({**GPT_CONFIG_124M, "n_head": 12})
+    with pytest.raises(ValueError, match="divisible by n_heads"): GPTConfig.of({**GPT_CONFIG_124M, "n_heads": 5})
+    small = {**GPT_CONFIG_124M, "context_length": 128, "emb_dim": 128, "n_heads": 4, "n_layers": 2,
+             "qkv_bias": True, "tie_embeddings": True}
+    with pytest.raises(ValueError, match=r"wte.weight has shape \(50257, 64\) in the"):
+        load_gpt2_weights(GPTModel(small), hf.state_dict())
