@@ -53,14 +53,28 @@ def load() -> dict:
     return json.loads(RESULTS.read_text(encoding="utf-8")) if RESULTS.exists() else {}
 
 
-def record(bench: str, rows: list[dict], command: str = "", notes: str = "") -> None:
-    "Replace `bench`'s section of the results file with `rows` (written atomically)."
+def record(bench: str, rows: list[dict], command: str = "", notes: str = "", on: dict | None = None) -> None:
+    "Replace `bench`'s section of the results file with `rows` (written atomically); `on`: another machine's facts."
     for row in rows:
         if set(row) != set(ROW_KEYS): raise ValueError(f"a results row has keys {sorted(row)}, expected {ROW_KEYS}")
     results = load()
-    results[bench] = {"date": datetime.date.today().isoformat(), "machine": machine(),
+    results[bench] = {"date": datetime.date.today().isoformat(), "machine": on or machine(),
                       "command": command or default_command(),
                       "notes": notes, "rows": rows}
     tmp = RESULTS.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(results, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     os.replace(tmp, RESULTS)
+
+
+def merge(path: str | os.PathLike) -> None:
+    "Record the rows that `bench_gpu.py --out FILE` wrote on a GPU machine, with that machine's GPU and versions."
+    data = json.loads(Path(path).read_text(encoding="utf-8"))
+    record("gpu", data["rows"], command=data["command"], notes=data.get("notes", ""), on=data["machine"])
+
+
+if __name__ == "__main__":
+    import argparse
+    parser = argparse.ArgumentParser(description="Merge a GPU benchmark's rows into benchmarks/results.json.")
+    parser.add_argument("--merge", required=True, metavar="FILE", help="the JSON that bench_gpu.py --out wrote")
+    merge(parser.parse_args().merge)
+    print(f"merged into {RESULTS.name}: run `python tools/readme.py` to update the README's table")

@@ -280,3 +280,13 @@ def test_every_drawing_cell_stores_its_figure():
                       if len(base64.b64decode(p)) > MAX_FIGURE_BYTES]
     assert not missing, "cells that draw but store no PNG (run the notebook without MPLBACKEND=Agg):\n" + "\n".join(missing)
     assert not heavy, "figures over 150 KB:\n" + "\n".join(heavy)
+
+
+def test_the_gpu_benchmark_refuses_without_a_gpu_in_one_line(tmp_path):
+    "CI never runs bench_gpu.py; without a GPU it says so in one line and writes nothing."
+    import os, subprocess, sys
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_gpu.py"), "--out", str(tmp_path / "gpu.json")],
+                       capture_output=True, text=True, timeout=120, env=env)
+    assert r.returncode == 2 and r.stderr == "bench_gpu: needs a CUDA GPU, and torch sees none: run it on a GPU machine\n"
+    assert not (tmp_path / "gpu.json").exists()

@@ -201,3 +201,16 @@ def test_no_machine_paths_or_outside_words_on_the_site(site):
         offenders += [f"{path.name}: …{p}…" for p in machine_paths(text)]
         offenders += [f"{path.name}: {m[0]!r}" for m in OUTSIDE_WORDS.finditer(text)]
     if offenders: pytest.fail(f"{len(offenders)} offender(s) on the site:\n  " + "\n  ".join(offenders), pytrace=False)
+
+
+def test_every_stored_figure_is_an_image_on_its_page(site):
+    "Each PNG a notebook stores (the GELU curve, the learning-rate schedule...) is an <img> on its page."
+    import json
+    site_dir, _ = site
+    for nb in sorted((ROOT / "nbs").glob("*.ipynb")):
+        cells = json.loads(nb.read_text(encoding="utf-8"))["cells"]
+        figures = sum("image/png" in o.get("data", {}) for c in cells for o in c.get("outputs", []))
+        if not figures: continue
+        page = site_dir / (re.sub(r"^\d+[a-z]?_", "", nb.stem) + ".html")
+        images = re.findall(r"<img\b[^>]*>", page.read_text(encoding="utf-8"))
+        assert len(images) >= figures, f"{page.name}: {figures} figures in {nb.name}, {len(images)} <img> on the page"

@@ -54,7 +54,7 @@ def _ratio(ratio) -> str:
 
 def _machine(m: dict) -> str:
     "'2 CPUs, Linux-6.1-x86_64, Python 3.11.7, torch 2.13.0+cpu, ...' from a section's `machine`."
-    parts = [f"{m['cpus']} CPUs" if m.get("cpus") else "", m.get("platform", ""),
+    parts = [m.get("gpu", ""), f"{m['cpus']} CPUs" if m.get("cpus") else "", m.get("platform", ""),
              f"Python {m['python']}" if m.get("python") else ""]
     parts += [f"{name} {version}" for name, version in (m.get("versions") or {}).items()]
     if m.get("load_1min") is not None: parts.append(f"load {m['load_1min']}")
@@ -66,7 +66,9 @@ def performance_table(results: dict, scripts: list[str]) -> str:
     out = []
     for bench in sorted(results, key=lambda b: _order(_stem(b))):
         section = results[bench]
-        head = f"**{_cell(_stem(bench))}** — measured {section.get('date', '?')} on {_machine(section.get('machine', {}))}"
+        measured = any(r.get("ours") != "not measured" for r in section.get("rows", []))
+        head = (f"**{_cell(_stem(bench))}** — measured {section.get('date', '?')} on {_machine(section.get('machine', {}))}"
+                if measured else f"**{_cell(_stem(bench))}** — not measured (targets set {section.get('date', '?')})")
         if section.get("command"): head += f"; `{section['command']}`"
         out.append(head + (f". {_cell(section['notes'])}" if section.get("notes") else ""))
         rows = ["| what | tiny_gpt | baseline | ratio | target | met |", "|---|---|---|---|---|---|"]
