@@ -105,9 +105,10 @@ class _Links(html.parser.HTMLParser):
 
 def test_every_stage_has_a_page(site):
     pages = pages_of(site[0])
-    for stem in ("index", "env", "io", "tokenizers", "dataloader", "embeddings", "attention", "model", "train", "cli"):
+    for stem in ("index", "env", "checks", "io", "tokenizers", "dataloader", "embeddings", "attention", "model", "train",
+                 "cli"):
         assert f"{stem}.html" in pages, f"no page for {stem}: {sorted(pages)}"
-    assert list(pages)[:3] == ["index.html", "env.html", "io.html"]  # stage order in the navigation
+    assert list(pages)[:4] == ["index.html", "env.html", "checks.html", "io.html"]  # stage order in the navigation
 
 
 def test_pages_load_cleanly_in_chromium(site, browser):

@@ -259,7 +259,7 @@ def small_text(tmp_path):
 
 
 RUN = ["--tokenizer", "char", "--preset", "tiny", "--eval-interval", "2", "--eval-iters", "1", "--batch-size", "4",
-       "--quiet", "--device", "cpu"]
+       "--device", "cpu", "--quiet"]
 
 
 def one_line_error(exc_type, *argv):

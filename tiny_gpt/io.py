@@ -19,9 +19,9 @@ from typing import IO
 import platformdirs
 
 # %% auto #0
-__all__ = ['VERDICT_NAME', 'VERDICT_SHA256', 'VERDICT_URL', 'CORPUS_SHA256', 'SAMPLE_TEXT', 'atomic_write', 'sha256_file',
-           'BadTextFile', 'utf8_text_start', 'data_dir', 'cache_dir', 'CorpusNotAvailableError', 'download_file',
-           'find_default_corpus', 'io_load_text_file', 'corpus_path']
+__all__ = ['VERDICT_NAME', 'VERDICT_SHA256', 'VERDICT_URL', 'CORPUS_SHA256', 'CORPUS_URL', 'SAMPLE_TEXT', 'atomic_write',
+           'sha256_file', 'BadTextFile', 'utf8_text_start', 'data_dir', 'cache_dir', 'CorpusNotAvailableError',
+           'download_file', 'find_default_corpus', 'io_load_text_file', 'corpus_path']
 
 # %% ../nbs/01_io.ipynb #07e3e0e0
 @contextlib.contextmanager
@@ -181,6 +181,10 @@ CORPUS_SHA256 = {  # the corpora the book uses, by file name, and their checksum
     VERDICT_NAME: VERDICT_SHA256,
     "tinyshakespeare.txt": "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed",
 }
+CORPUS_URL = {  # where a reader gets a corpus that is never downloaded for them
+    "tinyshakespeare.txt": ("https://raw.githubusercontent.com/karpathy/char-rnn/master/"
+                            "data/tinyshakespeare/input.txt"),
+}
 
 def corpus_path(
     name: str,  # a file name in the TINY_GPT_DATA folder, e.g. "tinyshakespeare.txt"
@@ -190,8 +194,10 @@ def corpus_path(
     folder = data_dir()
     if folder is None or not (path := folder / name).is_file():
         where = f"not in TINY_GPT_DATA={folder}" if folder else "TINY_GPT_DATA is not set"
-        raise CorpusNotAvailableError(f"corpus '{name}' not found ({where}): set TINY_GPT_DATA to a folder "
-                                      f"that holds {name} (the README's Data section says where to get it)")
+        get = f"download {CORPUS_URL[name]}, save it as {name} in a folder, and " if name in CORPUS_URL \
+            else ""
+        raise CorpusNotAvailableError(f"corpus '{name}' not found ({where}): {get}set TINY_GPT_DATA to a "
+                                      f"folder that holds {name}")
     return _check_sha256(path, CORPUS_SHA256[name]) if name in CORPUS_SHA256 else path
 
 # %% ../nbs/01_io.ipynb #10271af9

@@ -266,26 +266,6 @@ class KVCache:
         self.values[layer][:, :, self.pos:end] = v
         return self.keys[layer][:, :, :end], self.values[layer][:, :, :end]
 
-# %% ../nbs/06_model.ipynb #f2a0ce75
-@patch
-def forward_cached(self: MultiHeadAttention,
-                   x: torch.Tensor,  # (batch, t, d_in): the positions the cache has not seen yet
-                   cache: KVCache,   # keys and values of the earlier positions
-                   layer: int,       # which block this attention belongs to
-                  ) -> torch.Tensor:  # (batch, t, d_out)
-    "Attention of new positions to the cached ones and to each other; their keys and values join the cache."
-    b, t, _ = x.shape
-    start = cache.pos
-    q, k, v = (proj(x).view(b, t, self.num_heads, self.head_dim).transpose(1, 2)  # (b, heads, t, head_dim)
-               for proj in (self.W_query, self.W_key, self.W_value))
-    keys, values = cache.store(layer, k, v)  # (b, heads, start + t, head_dim)
-    if t == 1 or start == 0:  # one query sees all the past; a prefill is plain causal attention
-        context = F.scaled_dot_product_attention(q, keys, values, is_causal=t > 1)
-    else:                     # t new queries after `start` cached ones: query i sees start + i + 1 keys
-        mask = torch.ones(t, start + t, dtype=torch.bool, device=x.device).tril(start)
-        context = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)
-    return self.out_proj(context.transpose(1, 2).reshape(b, t, self.d_out))
-
 # %% ../nbs/06_model.ipynb #8d4ea5b1
 @patch
 def forward_cached(self: TransformerBlock, x: torch.Tensor, cache: KVCache, layer: int) -> torch.Tensor:
