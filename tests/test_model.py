@@ -179,11 +179,17 @@ def test_cached_logits_match_full_forward_chunked():
     model = small_model(context_length=32)
     x = torch.randint(0, 97, (2, 20), generator=torch.Generator().manual_seed(4))
     full = model(x)
-    cache = KVCache(2, 32)
+    cache = [KVCache(32) for _ in model.trf_blocks]
     with torch.no_grad():
-        torch.testing.assert_close(model.forward_cached(x[:, :6], cache), full[:, 5])
-        torch.testing.assert_close(model.forward_cached(x[:, 6:15], cache), full[:, 14])
-        for t in range(15, 20): torch.testing.assert_close(model.forward_cached(x[:, t:t + 1], cache), full[:, t])
+        torch.testing.assert_close(model(x[:, :6], cache), full[:, :6])
+        torch.testing.assert_close(model(x[:, 6:15], cache), full[:, 6:15])
+        for t in range(15, 20): torch.testing.assert_close(model(x[:, t:t + 1], cache)[:, 0], full[:, t])
+    assert cache[0].pos == 20
+    with pytest.raises(ValueError, match="positions 20 to 32 go past context_length 32"):
+        model(x[:, :13], cache)
+    small = [KVCache(16) for _ in model.trf_blocks]
+    with torch.no_grad(), pytest.raises(ValueError, match="the cache holds 16 positions and has 10: 7 more do not fit"):
+        model(x[:, :10], small); model(x[:, 10:17], small)
 
 
 def test_sampling_reproducible_and_eos():
@@ -234,18 +240,18 @@ def test_compile_fullgraph_forward_and_backward():
 
 
 def test_compile_fullgraph_eval_forward_and_cached_prefill():
-    "Inference compiles too: the eval-mode forward and a prefill (forward_cached on an empty cache)."
+    "Inference compiles too: the eval-mode forward and a prefill (the forward with empty caches)."
     model = small_model(context_length=32).eval()
     x = torch.randint(0, 97, (2, 20), generator=torch.Generator().manual_seed(8))
     with torch.no_grad():
         eager = model(x)
         torch.testing.assert_close(torch.compile(model, fullgraph=True)(x), eager, atol=1e-5, rtol=1e-5)
-        prefill = torch.compile(lambda ids, cache: model.forward_cached(ids, cache), fullgraph=True)
-        cache = KVCache(len(model.trf_blocks), 32)
-        last = prefill(x, cache)
-    assert cache.pos == 20
+        prefill = torch.compile(lambda ids, cache: model(ids, cache), fullgraph=True)
+        cache = [KVCache(32) for _ in model.trf_blocks]
+        last = prefill(x, cache)[:, -1]
+    assert cache[0].pos == 20
     torch.testing.assert_close(last, eager[:, -1], atol=1e-5, rtol=1e-5)  # the full forward's last logits
-    with torch.no_grad(): after = model.forward_cached(x[:, -1:], cache)   # the compiled prefill filled the cache
+    with torch.no_grad(): after = model(x[:, -1:], cache)[:, -1]   # the compiled prefill filled the cache
     torch.testing.assert_close(after, model(torch.cat([x, x[:, -1:]], 1))[:, -1], atol=1e-5, rtol=1e-5)
 
 

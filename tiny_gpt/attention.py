@@ -71,6 +71,7 @@ class MultiHeadAttention(nn.Module):
                  dropout: float,        # probability of dropping each attention weight while training
                  num_heads: int,        # heads that attend in parallel, each with d_out // num_heads numbers
                  qkv_bias: bool=False,  # give the query, key and value projections a bias
+                 bias: bool=True,       # give the output projection a bias (GPT-2 has one)
                 ):
         super().__init__()
         check_positive_ints(num_heads=num_heads)
@@ -83,45 +84,45 @@ class MultiHeadAttention(nn.Module):
         self.W_query = nn.Linear(d_in, d_out, bias=qkv_bias)
         self.W_key = nn.Linear(d_in, d_out, bias=qkv_bias)
         self.W_value = nn.Linear(d_in, d_out, bias=qkv_bias)
-        self.out_proj = nn.Linear(d_out, d_out)  # mixes what the heads found
+        self.out_proj = nn.Linear(d_out, d_out, bias=bias)  # mixes what the heads found
         self.dropout = check_probability("dropout", dropout)
 
     def extra_repr(self) -> str:
         return (f"num_heads={self.num_heads}, head_dim={self.head_dim}, "
                 f"context_length={self.context_length}, dropout={self.dropout}")
 
+# %% ../nbs/05_attention.ipynb #c5s00001
+@patch
+def split_heads(self: MultiHeadAttention,
+                x: torch.Tensor,  # (batch, seq_len, d_in)
+               ) -> tuple[torch.Tensor, ...]:  # (q, k, v), each (batch, num_heads, seq_len, head_dim)
+    "Queries, keys and values of `x`, each cut into the heads' slices."
+    b, t, _ = x.shape
+    return tuple(proj(x).view(b, t, self.num_heads, self.head_dim).transpose(1, 2)
+                 for proj in (self.W_query, self.W_key, self.W_value))
+
+def _attend(q, k, v, start: int, dropout_p: float) -> torch.Tensor:
+    "Causal attention of t queries to the keys before them: `start` earlier (cached) keys, then their own."
+    t = q.shape[2]
+    if start == 0:  # no earlier keys: the causal triangle
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=dropout_p)
+    if t == 1:      # one query after the cached keys: every key is in its past, nothing to mask
+        return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p)
+    mask = torch.ones(t, start + t, dtype=torch.bool, device=q.device).tril(start)  # closing section
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
+
 # %% ../nbs/05_attention.ipynb #eed6a620
 @patch
 def forward(self: MultiHeadAttention,
             x: torch.Tensor,  # (batch, seq_len, d_in) input vectors, seq_len <= context_length
+            cache=None,       # None; when generating, a KV cache of the earlier positions (closing section)
            ) -> torch.Tensor:  # (batch, seq_len, d_out)
     "Causal attention in every head at once (one fused kernel), then the output projection."
     _check_input(x, self.d_in, self.context_length)
     b, t, _ = x.shape
-    def heads(proj: nn.Linear) -> torch.Tensor:  # (b, t, d_in) -> (b, num_heads, t, head_dim)
-        return proj(x).view(b, t, self.num_heads, self.head_dim).transpose(1, 2)
-    q, k, v = heads(self.W_query), heads(self.W_key), heads(self.W_value)
-    context = F.scaled_dot_product_attention(              # (b, num_heads, t, head_dim)
-        q, k, v, is_causal=True, dropout_p=self.dropout if self.training else 0.0)
+    q, k, v = self.split_heads(x)                 # (b, num_heads, t, head_dim) each
+    start = 0 if cache is None else cache.pos     # positions before these: none, or the cached ones
+    if cache is not None: k, v = cache.update(k, v)  # the cached keys and values, then these
+    context = _attend(q, k, v, start, self.dropout if self.training else 0.0)  # (b, num_heads, t, head_dim)
     context = context.transpose(1, 2).reshape(b, t, self.d_out)  # (b, t, num_heads * head_dim)
     return self.out_proj(context)                                 # (b, t, d_out)
-
-# %% ../nbs/05_attention.ipynb #f2a0ce75
-@patch
-def forward_cached(self: MultiHeadAttention,
-                   x: torch.Tensor,  # (batch, t, d_in): the positions the cache has not seen yet
-                   cache,            # the earlier positions' keys and values: a model.KVCache
-                   layer: int,       # which block this attention belongs to
-                  ) -> torch.Tensor:  # (batch, t, d_out)
-    "Attention of new positions to the cached ones and to each other; their keys and values join the cache."
-    b, t, _ = x.shape
-    start = cache.pos
-    q, k, v = (proj(x).view(b, t, self.num_heads, self.head_dim).transpose(1, 2)  # (b, heads, t, head_dim)
-               for proj in (self.W_query, self.W_key, self.W_value))
-    keys, values = cache.store(layer, k, v)  # (b, heads, start + t, head_dim)
-    if t == 1 or start == 0:  # one query sees all the past; a prefill is plain causal attention
-        context = F.scaled_dot_product_attention(q, keys, values, is_causal=t > 1)
-    else:                     # t new queries after `start` cached ones: query i sees start + i + 1 keys
-        mask = torch.ones(t, start + t, dtype=torch.bool, device=x.device).tril(start)
-        context = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)
-    return self.out_proj(context.transpose(1, 2).reshape(b, t, self.d_out))

@@ -29,16 +29,28 @@ class GPTEmbedding(nn.Module):
 
     def forward(self,
                 ids: torch.Tensor,  # (batch, seq_len) integer token ids, seq_len <= context_length
+                start: int = 0,     # the position of the first id (later than 0 when generating, see 06)
                ) -> torch.Tensor:   # (batch, seq_len, emb_dim)
         "Embed `ids`: token vector plus the vector of each position."
-        ids = self.checked_ids(ids)
-        positions = torch.arange(ids.shape[1], device=ids.device)  # (seq_len,), on the ids' device
+        ids = self.checked_ids(ids, start)
+        positions = torch.arange(start, start + ids.shape[1], device=ids.device)  # on the ids' device
         return self.tok_emb(ids) + self.pos_emb(positions)  # (batch, seq_len, emb_dim) + (seq_len, emb_dim)
+
+# %% ../nbs/04_embeddings.ipynb #c4p00001
+def _check_positions(t: int, start: int, n: int) -> None:
+    "Refuse positions start … start + t - 1 that the position table (n rows) does not have."
+    if start == 0 and t > n:
+        raise ValueError(f"seq_len {t} is longer than context_length {n}: feed at most {n} "
+                         "tokens at a time, or build the module with a larger context_length")
+    if start + t > n:
+        raise ValueError(f"positions {start} to {start + t - 1} go past context_length {n}: keep at most "
+                         f"{n} positions (a smaller cache), or build the module with a larger context_length")
 
 # %% ../nbs/04_embeddings.ipynb #9efa86a5
 @patch
 def checked_ids(self: GPTEmbedding,
                  ids: torch.Tensor,  # what `forward` received
+                 start: int = 0,     # the position of the first id
                 ) -> torch.Tensor:   # the same ids as int64 (a no-op for int64 input)
     "`ids` as an int64 (batch, seq_len) tensor the tables can embed, else a clear error."
     if not isinstance(ids, torch.Tensor):
@@ -50,9 +62,7 @@ def checked_ids(self: GPTEmbedding,
     if ids.ndim != 2:
         hint = "; for a single sequence use ids.unsqueeze(0)" if ids.ndim == 1 else ""
         raise ValueError(f"ids must have shape (batch, seq_len), got {tuple(ids.shape)}{hint}")
-    if ids.shape[1] > (n := self.pos_emb.num_embeddings):
-        raise ValueError(f"seq_len {ids.shape[1]} is longer than context_length {n}: feed at most {n} "
-                         "tokens at a time, or build the module with a larger context_length")
+    _check_positions(ids.shape[1], start, self.pos_emb.num_embeddings)
     ids = ids.long()
     # The range check reads the values: free on the CPU in eager mode, but a host sync on a GPU and
     # a graph break under torch.compile, so it runs only in the first case (the data pipeline checks once).

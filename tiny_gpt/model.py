@@ -125,14 +125,14 @@ class TransformerBlock(nn.Module):
         super().__init__()
         cfg = GPTConfig.of(cfg)
         d = cfg.emb_dim
-        self.att = MultiHeadAttention(d, d, cfg.context_length, cfg.drop_rate, cfg.n_heads, cfg.qkv_bias)
-        if not cfg.bias: self.att.out_proj = nn.Linear(d, d, bias=False)
+        self.att = MultiHeadAttention(d, d, cfg.context_length, cfg.drop_rate, cfg.n_heads, cfg.qkv_bias,
+                                      bias=cfg.bias)
         self.ff = FeedForward(cfg)
         self.norm1, self.norm2 = nn.LayerNorm(d, bias=cfg.bias), nn.LayerNorm(d, bias=cfg.bias)
         self.drop_shortcut = nn.Dropout(cfg.drop_rate)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (batch, seq_len, emb_dim) -> same shape
-        x = x + self.drop_shortcut(self.att(self.norm1(x)))  # tokens look at earlier tokens
+    def forward(self, x: torch.Tensor, cache=None) -> torch.Tensor:  # (batch, seq_len, emb_dim) -> same
+        x = x + self.drop_shortcut(self.att(self.norm1(x), cache))  # tokens look at earlier tokens
         x = x + self.drop_shortcut(self.ff(self.norm2(x)))   # each position thinks alone
         return x
 
@@ -153,9 +153,13 @@ class GPTModel(nn.Module):
 
     def forward(self,
                 ids: torch.Tensor,  # (batch, seq_len) token ids, seq_len <= context_length
+                cache: list | None = None,  # None; when generating, one KV cache per block (closing section)
                ) -> torch.Tensor:   # (batch, seq_len, vocab_size) logits
-        x = self.drop_emb(self.emb(ids))         # (batch, seq_len, emb_dim)
-        x = self.trf_blocks(x)                   # same shape
+        start = 0 if cache is None else cache[0].pos  # the position of the first id
+        x = self.drop_emb(self.emb(ids, start))  # (batch, seq_len, emb_dim)
+        if cache is None: x = self.trf_blocks(x)  # same shape
+        else:
+            for block, block_cache in zip(self.trf_blocks, cache): x = block(x, block_cache)
         return self.out_head(self.final_norm(x))
 
 # %% ../nbs/06_model.ipynb #c6b00002
@@ -244,50 +248,29 @@ def next_token(
 
 # %% ../nbs/06_model.ipynb #9a55ff7b
 class KVCache:
-    "Keys and values of the positions the model has seen, per block: each new token then costs one position."
+    "One attention layer's keys and values of the positions seen so far: a new token costs one position."
     def __init__(self,
-                 n_layers: int,  # transformer blocks of the model
                  capacity: int,  # positions it can hold, at most the model's context_length
                 ):
         self.capacity, self.pos = capacity, 0  # pos: positions stored so far
-        self.keys, self.values = [None] * n_layers, [None] * n_layers
+        self.keys = self.values = None
 
     def reset(self): self.pos = 0
 
-    def store(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        "Write this step's (b, heads, t, head_dim) keys and values after the stored ones; return all of them."
-        stored = self.keys[layer]
-        if stored is None or (stored.shape[0], stored.dtype, stored.device) != (len(k), k.dtype, k.device):
-            b, h, _, hd = k.shape  # allocated once, in the dtype the model computes in (bfloat16: autocast)
-            self.keys[layer] = k.new_empty(b, h, self.capacity, hd)
-            self.values[layer] = v.new_empty(b, h, self.capacity, hd)
+    def update(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        "Store this step's (b, heads, t, head_dim) keys and values after the earlier ones; return all."
         end = self.pos + k.shape[2]
-        self.keys[layer][:, :, self.pos:end] = k
-        self.values[layer][:, :, self.pos:end] = v
-        return self.keys[layer][:, :, :end], self.values[layer][:, :, :end]
-
-# %% ../nbs/06_model.ipynb #8d4ea5b1
-@patch
-def forward_cached(self: TransformerBlock, x: torch.Tensor, cache: KVCache, layer: int) -> torch.Tensor:
-    "The block's forward with attention reading and filling `cache`."
-    x = x + self.drop_shortcut(self.att.forward_cached(self.norm1(x), cache, layer))
-    return x + self.drop_shortcut(self.ff(self.norm2(x)))
-
-@patch
-def forward_cached(self: GPTModel,
-                   ids: torch.Tensor,  # (batch, t) the tokens after the cache's `pos` positions
-                   cache: KVCache,     # filled by earlier calls (empty: a prefill)
-                  ) -> torch.Tensor:   # (batch, vocab_size) logits of the last position
-    "The logits after `ids`, computing only the positions `cache` lacks."
-    ids = self.emb.checked_ids(ids)
-    if cache.pos + ids.shape[1] > cache.capacity:
-        raise ValueError(f"the cache holds {cache.capacity} positions and has {cache.pos}: "
-                         f"{ids.shape[1]} more do not fit; reset() it and prefill the last positions")
-    positions = torch.arange(cache.pos, cache.pos + ids.shape[1], device=ids.device)
-    x = self.drop_emb(self.emb.tok_emb(ids) + self.emb.pos_emb(positions))  # (batch, t, emb_dim)
-    for layer, block in enumerate(self.trf_blocks): x = block.forward_cached(x, cache, layer)
-    cache.pos += ids.shape[1]
-    return self.out_head(self.final_norm(x[:, -1]))
+        if end > self.capacity:
+            raise ValueError(f"the cache holds {self.capacity} positions and has {self.pos}: {k.shape[2]} "
+                             "more do not fit; reset() it and feed the last positions again")
+        kind = (len(k), k.dtype, k.device)
+        if self.keys is None or (self.keys.shape[0], self.keys.dtype, self.keys.device) != kind:
+            b, h, _, hd = k.shape  # allocated once, in the dtype the model computes in (bfloat16: autocast)
+            self.keys = k.new_empty(b, h, self.capacity, hd)
+            self.values = v.new_empty(b, h, self.capacity, hd)
+        self.keys[:, :, self.pos:end], self.values[:, :, self.pos:end] = k, v
+        self.pos = end
+        return self.keys[:, :, :end], self.values[:, :, :end]
 
 # %% ../nbs/06_model.ipynb #50b7c44c
 def _check_generate_args(model, idx, max_new_tokens, context_size, temperature, top_k, top_p):
@@ -305,13 +288,13 @@ def _check_generate_args(model, idx, max_new_tokens, context_size, temperature, 
     if top_p is not None and not 0 < top_p <= 1:
         raise ValueError(f"top_p must be in (0, 1] or None, got {top_p!r}")
 
-def _next_logits(model, idx: torch.Tensor, context_size: int, cache: KVCache | None) -> torch.Tensor:
-    "Logits of the next token (batch, vocab_size): the whole cropped window, or only what the cache lacks."
-    if cache is None: return model(idx[:, -context_size:])[:, -1]
-    if cache.pos == 0 or cache.pos == cache.capacity:  # empty, or full: (re)fill from the cropped window
-        cache.reset()
-        return model.forward_cached(idx[:, -context_size:], cache)
-    return model.forward_cached(idx[:, -1:], cache)    # one new position
+def _next_logits(model, idx: torch.Tensor, context_size: int, caches: list | None) -> torch.Tensor:
+    "Logits of the next token (batch, vocab_size): the whole cropped window, or only what the caches lack."
+    if caches is None: return model(idx[:, -context_size:])[:, -1]
+    if caches[0].pos in (0, caches[0].capacity):  # empty, or full: (re)fill from the cropped window
+        for cache in caches: cache.reset()
+        return model(idx[:, -context_size:], caches)[:, -1]
+    return model(idx[:, -1:], caches)[:, -1]      # one new position
 
 # %% ../nbs/06_model.ipynb #32c5c408
 @torch.no_grad()
@@ -330,7 +313,7 @@ def generate(
     _check_generate_args(model, idx, max_new_tokens, context_size, temperature, top_k, top_p)
     home, idx = idx.device, idx.to(next(model.parameters()).device)  # a prompt from any device
     capacity = min(context_size, idx.shape[1] + max_new_tokens)
-    cache = KVCache(len(model.trf_blocks), capacity) if use_cache else None
+    cache = [KVCache(capacity) for _ in model.trf_blocks] if use_cache else None  # one per block
     done = None  # (batch, 1) rows that wrote eos_id
     for _ in range(max_new_tokens):
         idx_next = next_token(_next_logits(model, idx, context_size, cache), temperature, top_k, top_p)
