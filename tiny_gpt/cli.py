@@ -24,14 +24,14 @@ from .checks import BadInput  # re-exported: tiny_gpt.cli.BadInput is the same c
 from .bpe import tokenizer_from_info, tokenizer_info
 from .data import tiny_data_loader
 from .embeddings import GPTEmbedding
-from .env import env_display_tinygpt_modules, get_device, rank_device
+from .env import env_display_tinygpt_modules, get_device
 from .io import SAMPLE_TEXT, BadTextFile, CorpusNotAvailableError, io_load_text_file
 from .model import (GPT2_PRESETS, GPTConfig, GPTModel, _weights_file, generate, gpt2_config_from_hf,
                             gpt2_preset, init_gpt2_weights, load_gpt2_weights)
 from .store import _check_out as _check_store_out
 from .store import open_store, parse_shard, prepare_store, shard_stem
 from .tokenizers import CharTokenizer, RegexTokenizer, TikTokenizer
-from .train import (CHECKPOINT_NAME, METRICS_NAME, TrainSettings, _differences, _rank_world,
+from .train import (CHECKPOINT_NAME, METRICS_NAME, TrainSettings, _differences, _rank_world, _run_device,
                             load_checkpoint, model_from_checkpoint, train)
 
 # %% auto #0
@@ -443,9 +443,7 @@ def _process_group(device: str | None) -> Iterator[torch.device]:
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or dist.is_initialized():
         yield _checked_device(device)
         return
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", os.environ["WORLD_SIZE"]))
-    mine = rank_device(local_rank, local_world, device)  # every process refuses too many, before CUDA starts
+    mine = _run_device(device, int(os.environ["WORLD_SIZE"]))  # each refuses too many, before CUDA starts
     if mine.type == "cuda":
         torch.cuda.set_device(mine)  # this process's own GPU, before nccl starts
         dist.init_process_group("nccl", device_id=mine)
