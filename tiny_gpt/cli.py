@@ -31,8 +31,8 @@ from .model import (GPT2_PRESETS, GPTConfig, GPTModel, _weights_file, generate, 
 from .store import _check_out as _check_store_out
 from .store import open_store, parse_shard, prepare_store, shard_stem
 from .tokenizers import CharTokenizer, RegexTokenizer, TikTokenizer
-from .train import (CHECKPOINT_NAME, METRICS_NAME, TrainSettings, _differences, _rank_world, _run_device,
-                            load_checkpoint, model_from_checkpoint, train)
+from .train import (CHECKPOINT_NAME, METRICS_NAME, TrainSettings, _differences, _rank_world,
+                            _run_device, load_checkpoint, model_from_checkpoint, train)
 
 # %% auto #0
 __all__ = ['DEMO_GPT', 'TRAIN_PRESETS', 'demo_text', 'demo_regex_tokenizer', 'demo_tiktokenizer', 'demo_data_loader',
