@@ -22,7 +22,7 @@ from .embeddings import GPTEmbedding
 from .checks import check_positive_ints
 
 # %% auto #0
-__all__ = ['GPT_CONFIG_124M', 'GPT2_PRESETS', 'GPTConfig', 'LayerNorm', 'GELU', 'FeedForward', 'TransformerBlock', 'GPTModel',
+__all__ = ['GPT_CONFIG_124M', 'GPT2_PRESETS', 'LayerNorm', 'GELU', 'GPTConfig', 'FeedForward', 'TransformerBlock', 'GPTModel',
            'gpt2_preset', 'init_gpt2_weights', 'next_token', 'KVCache', 'generate', 'gpt2_config_from_hf',
            'load_gpt2_weights']
 
@@ -36,6 +36,29 @@ GPT_CONFIG_124M = {
     "drop_rate": 0.1,        # dropout probability while training
     "qkv_bias": False,       # no bias in the query/key/value projections
 }
+
+# %% ../nbs/06_model.ipynb #10c322b9
+class LayerNorm(nn.Module):
+    "Normalise each vector to mean 0 and variance 1, then scale and shift it (both learned)."
+    def __init__(self,
+                 emb_dim: int,  # numbers per vector
+                 eps: float = 1e-5,  # added to the variance so that it is never divided by 0
+                ):
+        super().__init__()
+        self.eps = eps
+        self.scale = nn.Parameter(torch.ones(emb_dim))
+        self.shift = nn.Parameter(torch.zeros(emb_dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (..., emb_dim) -> same shape
+        mean = x.mean(dim=-1, keepdim=True)
+        var = x.var(dim=-1, keepdim=True, unbiased=False)
+        return self.scale * (x - mean) / torch.sqrt(var + self.eps) + self.shift
+
+# %% ../nbs/06_model.ipynb #e4fde454
+class GELU(nn.Module):
+    "GPT-2's GELU: 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))."
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return 0.5 * x * (1 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * torch.pow(x, 3))))
 
 # %% ../nbs/06_model.ipynb #5bc2ea8d
 @dataclass(frozen=True)
@@ -77,29 +100,6 @@ def of(cls: GPTConfig,
         raise ValueError(f"unknown config keys {unknown}; the keys are {names}")
     if missing := [n for n in names[:7] if n not in cfg]: raise ValueError(f"the config lacks {missing}")
     return cls(**cfg)
-
-# %% ../nbs/06_model.ipynb #10c322b9
-class LayerNorm(nn.Module):
-    "Normalise each vector to mean 0 and variance 1, then scale and shift it (both learned)."
-    def __init__(self,
-                 emb_dim: int,  # numbers per vector
-                 eps: float = 1e-5,  # added to the variance so that it is never divided by 0
-                ):
-        super().__init__()
-        self.eps = eps
-        self.scale = nn.Parameter(torch.ones(emb_dim))
-        self.shift = nn.Parameter(torch.zeros(emb_dim))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (..., emb_dim) -> same shape
-        mean = x.mean(dim=-1, keepdim=True)
-        var = x.var(dim=-1, keepdim=True, unbiased=False)
-        return self.scale * (x - mean) / torch.sqrt(var + self.eps) + self.shift
-
-# %% ../nbs/06_model.ipynb #e4fde454
-class GELU(nn.Module):
-    "GPT-2's GELU: 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))."
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return 0.5 * x * (1 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * torch.pow(x, 3))))
 
 # %% ../nbs/06_model.ipynb #e87b3397
 class FeedForward(nn.Module):
