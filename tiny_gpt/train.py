@@ -39,9 +39,9 @@ from .checks import BadInput
 
 # %% auto #0
 __all__ = ['LOG_KEYS', 'EVAL_KEYS', 'CHECKPOINT_NAME', 'METRICS_NAME', 'CHECKPOINT_FORMAT', 'CHECKPOINT_VERSION', 'POSITION_KEYS',
-           'calc_loss_batch', 'calc_loss_loader', 'evaluate', 'text_to_token_ids', 'token_ids_to_text', 'sample_text',
-           'train_model_simple', 'cosine_lr', 'make_adamw', 'TrainSettings', 'save_checkpoint', 'load_checkpoint',
-           'model_from_checkpoint', 'train']
+           'calc_loss_batch', 'calc_loss_loader', 'evaluate_model', 'text_to_token_ids', 'token_ids_to_text',
+           'sample_text', 'train_model_simple', 'cosine_lr', 'make_adamw', 'TrainSettings', 'evaluate', 'train',
+           'save_checkpoint', 'load_checkpoint', 'model_from_checkpoint']
 
 # %% ../nbs/07_train.ipynb #0281fcdf
 def calc_loss_batch(
@@ -72,48 +72,23 @@ def calc_loss_loader(
             total += calc_loss_batch(inputs, targets, model, device)
     return (total / n).item()  # one read-back, at the end
 
-# %% ../nbs/07_train.ipynb #58795306
-def _rank_world() -> tuple[int, int]:
-    "(rank, world size) of torch.distributed, or (0, 1) without it."
-    if dist.is_available() and dist.is_initialized(): return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-def _mean_over_ranks(x: torch.Tensor) -> torch.Tensor:
-    "`x` averaged element-wise over the ranks (itself in a single process)."
-    if (world := _rank_world()[1]) > 1:
-        x = x.clone()
-        dist.all_reduce(x)
-        x /= world
-    return x
-
-@contextlib.contextmanager
-def _fixed_batches(loader) -> Iterator[None]:
-    "Iterate `loader` in its epoch-0 order, then restore its sampler: each evaluation sees the same batches."
-    sampler = getattr(loader, "batch_sampler", None)
-    if not hasattr(sampler, "set_epoch"): yield; return
-    saved = sampler.epoch, getattr(sampler, "_auto_epoch", False)
-    sampler.set_epoch(0)
-    try: yield
-    finally: sampler.epoch, sampler._auto_epoch = saved
-
-# %% ../nbs/07_train.ipynb #38a83b0f
-def evaluate(
-    model: nn.Module,               # maps ids to logits
-    train_loader: Iterable,         # training batches
-    val_loader: Iterable | None,    # validation batches; None: only the training loss
-    device: torch.device | str,     # where the model lives
-    eval_iters: int | None = None,  # batches per estimate; None: whole loaders
+# %% ../nbs/07_train.ipynb #s7evm001
+def evaluate_model(
+    model: nn.Module,              # maps ids to logits
+    train_loader: Iterable,        # training batches
+    val_loader: Iterable | None,   # validation batches; None: only the training loss
+    device: torch.device | str,    # where the model lives
+    eval_iter: int | None = None,  # batches per estimate; None: whole loaders
 ) -> tuple[float, float]:
-    "(train loss, validation loss) in eval mode, on the same batches every call, averaged over ranks."
-    was_training, losses = model.training, []
-    model.eval()
+    "(train loss, validation loss) over the first `eval_iter` batches of each loader, in eval mode."
+    was_training = model.training
+    model.eval()  # dropout off while measuring
     try:
-        for loader in (train_loader, val_loader):
-            if loader is None: losses.append(float("nan")); continue
-            with _fixed_batches(loader): loss = calc_loss_loader(loader, model, device, eval_iters)
-            losses.append(float(_mean_over_ranks(torch.tensor(loss, device=device))))
+        train_loss = calc_loss_loader(train_loader, model, device, eval_iter)
+        val_loss = (float("nan") if val_loader is None
+                    else calc_loss_loader(val_loader, model, device, eval_iter))
     finally: model.train(was_training)
-    return losses[0], losses[1]
+    return train_loss, val_loss
 
 # %% ../nbs/07_train.ipynb #c7h00002
 def text_to_token_ids(
@@ -172,7 +147,7 @@ def train_model_simple(
             optimizer.step()                                   # move the weights against them
             tokens_seen, step = tokens_seen + input_batch.numel(), step + 1
             if step % eval_freq == 0:
-                train_loss, val_loss = evaluate(model, train_loader, val_loader, device, eval_iter)
+                train_loss, val_loss = evaluate_model(model, train_loader, val_loader, device, eval_iter)
                 train_losses.append(train_loss), val_losses.append(val_loss)
                 track_tokens_seen.append(tokens_seen)
                 print(f"Ep {epoch + 1} (Step {step:03d}): Train loss {train_loss:.3f}, "
@@ -238,28 +213,35 @@ def _checked_settings(s: TrainSettings) -> TrainSettings:
     return dataclasses.replace(s, min_lr=s.lr / 10 if s.min_lr is None else s.min_lr, betas=tuple(s.betas),
                                decay_steps=s.max_steps if s.decay_steps is None else s.decay_steps)
 
-# %% ../nbs/07_train.ipynb #d0c92d90
-class _SkipBatches(Sampler):
-    "The batches of one epoch of a batch sampler, from batch `start` on."
-    def __init__(self, sampler: Sampler, start: int): self.sampler, self.start = sampler, start
-    def __len__(self) -> int: return max(0, len(self.sampler) - self.start)
-    def __iter__(self): return itertools.islice(iter(self.sampler), self.start, None)
+# %% ../nbs/07_train.ipynb #1a4ea743
+def _rank_world() -> tuple[int, int]:
+    "(rank, world size) of torch.distributed, or (0, 1) without it."
+    if dist.is_available() and dist.is_initialized(): return dist.get_rank(), dist.get_world_size()
+    return 0, 1
 
-def _epoch_loader(loader: DataLoader, epoch: int, start: int):
-    "The batches of `epoch` from batch `start` on: only their indices are skipped, no window is read twice."
-    sampler = getattr(loader, "batch_sampler", None)
-    if not hasattr(sampler, "set_epoch"): return itertools.islice(loader, start, None)  # a plain loader
-    base_seed = sampler.seed  # drawn now, on the caller's sampler, if it was not given
-    sampler = copy.copy(sampler)  # the caller's sampler keeps its own epoch
-    sampler.set_epoch(epoch)
-    seed = np.random.SeedSequence([base_seed % 2**64, epoch, start]).generate_state(1, np.uint64)[0]
-    generator = torch.Generator().manual_seed(int(seed >> np.uint64(1)))  # workers' seeds, from it
-    kw = dict(num_workers=loader.num_workers, pin_memory=loader.pin_memory, timeout=loader.timeout,
-              worker_init_fn=loader.worker_init_fn, multiprocessing_context=loader.multiprocessing_context,
-              generator=generator)
-    if loader.num_workers: kw["prefetch_factor"] = loader.prefetch_factor
-    cls = WindowLoader if isinstance(loader, WindowLoader) else DataLoader
-    return cls(loader.dataset, batch_sampler=_SkipBatches(sampler, start), collate_fn=loader.collate_fn, **kw)
+def _run_device(device: torch.device | str | None, world: int) -> torch.device:
+    "The device asked for (checked), else the best one; under torchrun this process's own GPU, or the CPU."
+    prefer = None if device is None else str(device)
+    if world == 1: return get_device(prefer)
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", world))
+    return rank_device(int(os.environ.get("LOCAL_RANK", 0)), local_world, prefer)
+
+def _amp_dtype(device: torch.device, amp: bool | str | None) -> torch.dtype | None:
+    "The autocast dtype: bfloat16 where the device has it, else float16 (CUDA, with a scaler); None: off."
+    if amp is None: amp = device.type == "cuda"
+    if amp is False: return None
+    if amp is True:
+        cuda_without_bf16 = device.type == "cuda" and not torch.cuda.is_bf16_supported()
+        return torch.float16 if cuda_without_bf16 else torch.bfloat16
+    if amp in ("bfloat16", "float16"): return getattr(torch, amp)
+    raise BadInput(f"amp must be True, False, None, 'bfloat16' or 'float16', got {amp!r}")
+
+def _config_of(model: nn.Module, config) -> dict | None:
+    "The model's config as a plain dict: `config`, else `model.cfg` if it has one."
+    config = getattr(model, "cfg", None) if config is None else config
+    if config is None or isinstance(config, dict): return None if config is None else dict(config)
+    if dataclasses.is_dataclass(config): return dataclasses.asdict(config)
+    return dict(vars(config))
 
 # %% ../nbs/07_train.ipynb #0496d872
 class _Run:
@@ -286,38 +268,37 @@ class _Run:
 LOG_KEYS = ("step", "loss", "lr", "tokens_seen", "time")                     # a row per `log_interval` steps
 EVAL_KEYS = ("step", "train_loss", "val_loss", "lr", "tokens_seen", "time")  # a row per evaluation
 
-# %% ../nbs/07_train.ipynb #1a4ea743
-def _run_device(device: torch.device | str | None, world: int) -> torch.device:
-    "The device asked for (checked), else the best one; under torchrun this process's own GPU, or the CPU."
-    prefer = None if device is None else str(device)
-    if world == 1: return get_device(prefer)
-    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", world))
-    return rank_device(int(os.environ.get("LOCAL_RANK", 0)), local_world, prefer)
-
-def _amp_dtype(device: torch.device, amp: bool | str | None) -> torch.dtype | None:
-    "The autocast dtype: bfloat16 where the device has it, else float16 (CUDA, with a scaler); None: off."
-    if amp is None: amp = device.type == "cuda"
-    if amp is False: return None
-    if amp is True:
-        cuda_without_bf16 = device.type == "cuda" and not torch.cuda.is_bf16_supported()
-        return torch.float16 if cuda_without_bf16 else torch.bfloat16
-    if amp in ("bfloat16", "float16"): return getattr(torch, amp)
-    raise BadInput(f"amp must be True, False, None, 'bfloat16' or 'float16', got {amp!r}")
-
-def _config_of(model: nn.Module, config) -> dict | None:
-    "The model's config as a plain dict: `config`, else `model.cfg` if it has one."
-    config = getattr(model, "cfg", None) if config is None else config
-    if config is None or isinstance(config, dict): return None if config is None else dict(config)
-    if dataclasses.is_dataclass(config): return dataclasses.asdict(config)
-    return dict(vars(config))
-
+# %% ../nbs/07_train.ipynb #s7aut001
 @patch
 def _autocast(self: _Run):
     "Autocast to the run's dtype (bfloat16 or float16) when mixed precision is on, else nothing."
     if self.amp_dtype is None: return contextlib.nullcontext()
     return torch.autocast(self.device.type, dtype=self.amp_dtype)
 
-# %% ../nbs/07_train.ipynb #872f3444
+# %% ../nbs/07_train.ipynb #d0c92d90
+class _SkipBatches(Sampler):
+    "The batches of one epoch of a batch sampler, from batch `start` on."
+    def __init__(self, sampler: Sampler, start: int): self.sampler, self.start = sampler, start
+    def __len__(self) -> int: return max(0, len(self.sampler) - self.start)
+    def __iter__(self): return itertools.islice(iter(self.sampler), self.start, None)
+
+def _epoch_loader(loader: DataLoader, epoch: int, start: int):
+    "The batches of `epoch` from batch `start` on: only their indices are skipped, no window is read twice."
+    sampler = getattr(loader, "batch_sampler", None)
+    if not hasattr(sampler, "set_epoch"): return itertools.islice(loader, start, None)  # a plain loader
+    base_seed = sampler.seed  # drawn now, on the caller's sampler, if it was not given
+    sampler = copy.copy(sampler)  # the caller's sampler keeps its own epoch
+    sampler.set_epoch(epoch)
+    seed = np.random.SeedSequence([base_seed % 2**64, epoch, start]).generate_state(1, np.uint64)[0]
+    generator = torch.Generator().manual_seed(int(seed >> np.uint64(1)))  # workers' seeds, from it
+    kw = dict(num_workers=loader.num_workers, pin_memory=loader.pin_memory, timeout=loader.timeout,
+              worker_init_fn=loader.worker_init_fn, multiprocessing_context=loader.multiprocessing_context,
+              generator=generator)
+    if loader.num_workers: kw["prefetch_factor"] = loader.prefetch_factor
+    cls = WindowLoader if isinstance(loader, WindowLoader) else DataLoader
+    return cls(loader.dataset, batch_sampler=_SkipBatches(sampler, start), collate_fn=loader.collate_fn, **kw)
+
+# %% ../nbs/07_train.ipynb #s7nxt001
 @patch
 def _next_batch(self: _Run) -> tuple[torch.Tensor, torch.Tensor]:
     "The next training batch, moving on to the next epoch when one ends."
@@ -328,6 +309,15 @@ def _next_batch(self: _Run) -> tuple[torch.Tensor, torch.Tensor]:
             self.batch += 1
             return batch
         self._it, self.epoch, self.batch = None, self.epoch + 1, 0
+
+# %% ../nbs/07_train.ipynb #872f3444
+def _mean_over_ranks(x: torch.Tensor) -> torch.Tensor:
+    "`x` averaged element-wise over the ranks (itself in a single process)."
+    if (world := _rank_world()[1]) > 1:
+        x = x.clone()
+        dist.all_reduce(x)
+        x /= world
+    return x
 
 @patch
 def _forward_backward(self: _Run, inputs: torch.Tensor, targets: torch.Tensor) -> None:
@@ -387,6 +377,29 @@ def _log(self: _Run, bar) -> None:
             if len(log["time"]) > 1 else (row["time"], row["tokens_seen"])
         bar.set_postfix(loss=f"{row['loss']:.3f}", tok_s=f"{dtok / max(dt, 1e-9):,.0f}", refresh=False)
 
+# %% ../nbs/07_train.ipynb #s7evl001
+@contextlib.contextmanager
+def _fixed_batches(loader) -> Iterator[None]:
+    "Iterate `loader` in its epoch-0 order, then restore its sampler: each evaluation sees the same batches."
+    sampler = getattr(loader, "batch_sampler", None)
+    if not hasattr(sampler, "set_epoch"): yield; return
+    saved = sampler.epoch, getattr(sampler, "_auto_epoch", False)
+    sampler.set_epoch(0)
+    try: yield
+    finally: sampler.epoch, sampler._auto_epoch = saved
+
+def evaluate(
+    model: nn.Module,               # maps ids to logits
+    train_loader: Iterable,         # training batches
+    val_loader: Iterable | None,    # validation batches; None: only the training loss
+    device: torch.device | str,     # where the model lives
+    eval_iters: int | None = None,  # batches per estimate; None: whole loaders
+) -> tuple[float, float]:
+    "`evaluate_model` on the same batches every call (epoch 0's), averaged over the ranks."
+    with _fixed_batches(train_loader), _fixed_batches(val_loader):
+        losses = evaluate_model(model, train_loader, val_loader, device, eval_iters)
+    return tuple(float(_mean_over_ranks(torch.tensor(loss, device=device))) for loss in losses)
+
 # %% ../nbs/07_train.ipynb #399209df
 @patch
 def _evaluate(self: _Run, callback) -> None:
@@ -403,12 +416,14 @@ def _evaluate(self: _Run, callback) -> None:
 
 @patch
 def _after_step(self: _Run, bar, callback) -> None:
-    "Log, evaluate and checkpoint when their intervals say so (and at the last step)."
+    "Log, evaluate and checkpoint (with out_dir) when their intervals say so, and at the end."
     s, last = self.s, self.step == self.s.max_steps
     if bar is not None: bar.update(1)
     if self.step % s.log_interval == 0 or last: self._log(bar)
-    if self.step % s.eval_interval == 0 or last: self._evaluate(callback); self.save()
-    elif s.checkpoint_interval and self.step % s.checkpoint_interval == 0: self.save()
+    evaluating = self.step % s.eval_interval == 0 or last
+    if evaluating: self._evaluate(callback)
+    checkpointing = evaluating or (s.checkpoint_interval and self.step % s.checkpoint_interval == 0)
+    if checkpointing and self.out_dir is not None: self.save()  # checkpoints: the closing section
 
 # %% ../nbs/07_train.ipynb #828ab7a5
 @patch
@@ -438,7 +453,7 @@ def _stop_on_sigint(enabled: bool) -> Iterator[dict]:
 def loop(self: _Run, progress: bool | None, stop_after: int | None, callback) -> dict:
     "Train until `max_steps` optimizer steps (or a stop); return the history."
     self.t0 = time.perf_counter()
-    if self.rng is not None: _set_rng_state(self.rng)
+    if self.rng is not None: _set_rng_state(self.rng)  # resuming: the closing section
     show = self.rank == 0 and (sys.stderr.isatty() if progress is None else progress)
     bar = tqdm(total=self.s.max_steps, initial=self.step, unit="step", dynamic_ncols=True) if show else None
     try:
@@ -451,11 +466,63 @@ def loop(self: _Run, progress: bool | None, stop_after: int | None, callback) ->
                 if self.step < self.s.max_steps and self._should_stop(stop_after, flag):
                     self.history["stopped_at"] = {"step": self.step, "micro_batch": self.micro,
                                                   "reason": "interrupted" if flag["stop"] else "stop_after"}
-                    self.save()
+                    if self.out_dir is not None: self.save()
                     break
     finally:
         if bar is not None: bar.close()
     return self.history
+
+# %% ../nbs/07_train.ipynb #94fb99c2
+@patch
+def start(self: _Run, resume: bool, compile: bool) -> None:
+    "Open the run's folder (and resume from it); compile; under several processes, wrap the model in DDP."
+    if self.out_dir is not None: self._open_folder(resume)  # checkpoints: the closing section
+    elif resume: raise BadInput("resume=True needs out_dir, the folder that holds the run's checkpoint")
+    if compile: self.module = torch.compile(self.raw)
+    self.model = self.module
+    if self.world > 1:
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        self.model = torch.nn.parallel.DistributedDataParallel(self.module, device_ids=ids)
+
+# %% ../nbs/07_train.ipynb #n0017069
+@contextlib.contextmanager
+def _deterministic_algorithms(on: bool) -> Iterator[None]:
+    "While training, if `on`: PyTorch's deterministic kernels, and cuBLAS's fixed workspace."
+    if not on: yield; return
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS reads it when CUDA starts
+    was = torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.benchmark = False
+    try: yield
+    finally: torch.use_deterministic_algorithms(was[0]); torch.backends.cudnn.benchmark = was[1]
+
+# %% ../nbs/07_train.ipynb #11cf12bd
+def train(
+    model: nn.Module,                          # maps ids (batch, seq_len) to logits (batch, seq_len, vocab)
+    train_loader: DataLoader,                  # training batches, e.g. `tiny_data_loader` (memory or store)
+    val_loader: DataLoader | None = None,      # validation batches
+    settings: TrainSettings | None = None,     # steps, optimizer, schedule, intervals; None: the defaults
+    device: torch.device | str | None = None,  # None: `get_device()` (under torchrun: this rank's GPU)
+    out_dir: str | os.PathLike | None = None,  # folder of checkpoint.pt and metrics.jsonl; None: no files
+    resume: bool = False,                      # continue the run whose checkpoint is in `out_dir`
+    config: dict | None = None,                # the model's config, checked on resume; None: model.cfg
+    tokenizer: object | None = None,           # stored with its vocabulary, and checked on resume
+    amp: bool | str | None = None,             # mixed precision; None: on CUDA only (see `_amp_dtype`)
+    deterministic: bool = False,               # deterministic kernels: a GPU resume is then bit for bit
+    compile: bool = False,                     # torch.compile the model (first steps are slow: it compiles)
+    progress: bool | None = None,              # a tqdm bar (tokens/s, loss); None: only on a terminal
+    stop_after: int | None = None,             # stop, checkpoint and return after this many micro-batches
+    callback: Callable[[dict], None] | None = None,  # called with each evaluation's row
+    **overrides,                               # fields of `TrainSettings`, e.g. max_steps=200, lr=3e-4
+) -> dict:
+    "Move `model` to `device` and train it (AdamW, warmup + cosine, clipping, accumulation); the history."
+    s = _checked_settings(dataclasses.replace(settings or TrainSettings(), **overrides))
+    if len(train_loader) == 0:
+        raise BadInput("train_loader yields no batch: use more data or a smaller batch_size")
+    run = _Run(model, train_loader, val_loader, s, device, out_dir, config, tokenizer, amp)
+    with _deterministic_algorithms(deterministic):
+        run.start(resume, compile)
+        return run.loop(progress, stop_after, callback)
 
 # %% ../nbs/07_train.ipynb #92f19003
 CHECKPOINT_NAME, METRICS_NAME = "checkpoint.pt", "metrics.jsonl"  # the files of a run's folder
@@ -523,7 +590,6 @@ def save_checkpoint(
 @patch
 def save(self: _Run) -> None:
     "Checkpoint the run into `out_dir` (rank 0 writes; every rank takes part in gathering the RNG states)."
-    if self.out_dir is None: return
     state = self.state()
     if self.rank == 0: save_checkpoint(self.out_dir / CHECKPOINT_NAME, state)
     if self.world > 1: dist.barrier()
@@ -580,23 +646,16 @@ def model_from_checkpoint(
     model.load_state_dict(ckpt["model"])
     return model.eval(), tokenizer_from_info(ckpt["tokenizer"])
 
-# %% ../nbs/07_train.ipynb #94fb99c2
+# %% ../nbs/07_train.ipynb #s7opn001
 @patch
-def start(self: _Run, resume: bool, compile: bool) -> None:
-    "Refuse to overwrite another run; restore the checkpoint when resuming; wrap the model (compile, DDP)."
-    if self.out_dir is not None:
-        ckpt_file = self.out_dir / CHECKPOINT_NAME
-        if resume: self.restore(load_checkpoint(ckpt_file, self.config, self.tokenizer))  # on the CPU
-        elif ckpt_file.exists():
-            raise BadInput(f"'{self.out_dir}' holds another run ({CHECKPOINT_NAME}): resume it, or choose "
-                             "another output folder (no checkpoint is overwritten)")
-        elif self.rank == 0: self.out_dir.mkdir(parents=True, exist_ok=True); _clean_stale_temps(ckpt_file)
-    elif resume: raise BadInput("resume=True needs out_dir, the folder that holds the run's checkpoint")
-    if compile: self.module = torch.compile(self.raw)
-    self.model = self.module
-    if self.world > 1:
-        ids = [self.device.index] if self.device.type == "cuda" else None
-        self.model = torch.nn.parallel.DistributedDataParallel(self.module, device_ids=ids)
+def _open_folder(self: _Run, resume: bool) -> None:
+    "Resuming: restore the folder's checkpoint. Else refuse to overwrite another run's, and make the folder."
+    ckpt_file = self.out_dir / CHECKPOINT_NAME
+    if resume: self.restore(load_checkpoint(ckpt_file, self.config, self.tokenizer))  # on the CPU
+    elif ckpt_file.exists():
+        raise BadInput(f"'{self.out_dir}' holds another run ({CHECKPOINT_NAME}): resume it, or choose "
+                         "another output folder (no checkpoint is overwritten)")
+    elif self.rank == 0: self.out_dir.mkdir(parents=True, exist_ok=True); _clean_stale_temps(ckpt_file)
 
 # %% ../nbs/07_train.ipynb #9bce93d2
 @patch
@@ -620,43 +679,3 @@ def restore(self: _Run, ckpt: dict) -> None:
     if pos["seed"] is not None: self.train_loader.batch_sampler.seed = pos["seed"]
     self.history, self.elapsed, self.rng = ckpt["history"], ckpt["elapsed"], ckpt["rng"][self.rank]
     self.history.pop("stopped_at", None)  # this run goes on
-
-# %% ../nbs/07_train.ipynb #n0017069
-@contextlib.contextmanager
-def _deterministic_algorithms(on: bool) -> Iterator[None]:
-    "While training, if `on`: PyTorch's deterministic kernels, and cuBLAS's fixed workspace."
-    if not on: yield; return
-    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS reads it when CUDA starts
-    was = torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark
-    torch.use_deterministic_algorithms(True)
-    torch.backends.cudnn.benchmark = False
-    try: yield
-    finally: torch.use_deterministic_algorithms(was[0]); torch.backends.cudnn.benchmark = was[1]
-
-# %% ../nbs/07_train.ipynb #11cf12bd
-def train(
-    model: nn.Module,                          # maps ids (batch, seq_len) to logits (batch, seq_len, vocab)
-    train_loader: DataLoader,                  # training batches, e.g. `tiny_data_loader` (memory or store)
-    val_loader: DataLoader | None = None,      # validation batches
-    settings: TrainSettings | None = None,     # steps, optimizer, schedule, intervals; None: the defaults
-    device: torch.device | str | None = None,  # None: `get_device()` (under torchrun: this rank's GPU)
-    out_dir: str | os.PathLike | None = None,  # folder of checkpoint.pt and metrics.jsonl; None: no files
-    resume: bool = False,                      # continue the run whose checkpoint is in `out_dir`
-    config: dict | None = None,                # the model's config, checked on resume; None: model.cfg
-    tokenizer: object | None = None,           # stored with its vocabulary, and checked on resume
-    amp: bool | str | None = None,             # mixed precision; None: on CUDA only (see `_amp_dtype`)
-    deterministic: bool = False,               # deterministic kernels: a GPU resume is then bit for bit
-    compile: bool = False,                     # torch.compile the model (first steps are slow: it compiles)
-    progress: bool | None = None,              # a tqdm bar (tokens/s, loss); None: only on a terminal
-    stop_after: int | None = None,             # stop, checkpoint and return after this many micro-batches
-    callback: Callable[[dict], None] | None = None,  # called with each evaluation's row
-    **overrides,                               # fields of `TrainSettings`, e.g. max_steps=200, lr=3e-4
-) -> dict:
-    "Move `model` to `device` and train it (AdamW, warmup + cosine, clipping, accumulation); the history."
-    s = _checked_settings(dataclasses.replace(settings or TrainSettings(), **overrides))
-    if len(train_loader) == 0:
-        raise BadInput("train_loader yields no batch: use more data or a smaller batch_size")
-    run = _Run(model, train_loader, val_loader, s, device, out_dir, config, tokenizer, amp)
-    with _deterministic_algorithms(deterministic):
-        run.start(resume, compile)
-        return run.loop(progress, stop_after, callback)
