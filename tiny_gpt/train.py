@@ -29,7 +29,7 @@ from torch import distributed as dist, nn
 from torch.utils.data import DataLoader, Sampler
 from tqdm import tqdm
 
-from .data import WindowLoader, tiny_data_loader
+from .data import WindowLoader, _dist_rank_world, tiny_data_loader
 from .env import get_device, rank_device
 from .io import atomic_write
 from .model import GPTModel, generate, init_gpt2_weights
@@ -214,10 +214,7 @@ def _checked_settings(s: TrainSettings) -> TrainSettings:
                                decay_steps=s.max_steps if s.decay_steps is None else s.decay_steps)
 
 # %% ../nbs/07_train.ipynb #1a4ea743
-def _rank_world() -> tuple[int, int]:
-    "(rank, world size) of torch.distributed, or (0, 1) without it."
-    if dist.is_available() and dist.is_initialized(): return dist.get_rank(), dist.get_world_size()
-    return 0, 1
+_rank_world = _dist_rank_world  # (rank, world size) of torch.distributed, or (0, 1): the data loader's
 
 def _run_device(device: torch.device | str | None, world: int) -> torch.device:
     "The device asked for (checked), else the best one; under torchrun this process's own GPU, or the CPU."
