@@ -94,6 +94,20 @@ def test_evaluate_uses_eval_mode_and_the_same_batches_every_time():
     assert first == second and m.training                             # dropout off inside, back on after
 
 
+def test_sample_text_writes_in_eval_mode_and_leaves_the_mode_it_found():
+    from tiny_gpt.model import GPTModel
+    from tiny_gpt.train import sample_text
+    tok = CharTokenizer("abcdefgh ")
+    torch.manual_seed(0)
+    m = GPTModel({"vocab_size": tok.get_n_vocab_tokens(), "context_length": 16, "emb_dim": 16, "n_heads": 2,
+                  "n_layers": 1, "drop_rate": 0.5, "qkv_bias": False})
+    for training in (True, False):
+        m.train(training)
+        texts = [sample_text(m, tok, "cpu", "abc", max_new_tokens=5) for _ in range(2)]
+        assert m.training is training                      # the mode it was in
+        assert texts[0] == texts[1] and len(texts[0]) == 8  # greedy with dropout off: the same text twice
+
+
 def test_cosine_lr_matches_nanogpts_numbers():
     lr = lambda step: cosine_lr(step, 1e-3, 1e-4, 100, 2000)
     assert lr(0) == pytest.approx(1e-3 / 101) and lr(99) == pytest.approx(1e-3 * 100 / 101)

@@ -153,7 +153,7 @@ class GPTModel(nn.Module):
 
     def forward(self,
                 ids: torch.Tensor,  # (batch, seq_len) token ids, seq_len <= context_length
-                cache: list | None = None,  # None; when generating, one KV cache per block (closing section)
+                cache: list | None = None,  # None; when generating, one KV cache per block
                ) -> torch.Tensor:   # (batch, seq_len, vocab_size) logits
         start = 0 if cache is None else cache[0].pos  # the position of the first id
         x = self.drop_emb(self.emb(ids, start))  # (batch, seq_len, emb_dim)

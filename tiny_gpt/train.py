@@ -117,11 +117,12 @@ def sample_text(
     max_new_tokens: int = 50,    # tokens to write
 ) -> str:
     "A greedy continuation of `start_context`, on one line (the book's sample after each epoch)."
-    was_training = model.eval().training
-    ids = torch.tensor([tokenizer.encode(start_context)], device=device)
+    was_training = model.training
+    model.eval()  # no dropout while writing
+    ids = text_to_token_ids(start_context, tokenizer).to(device)
     out = generate(model, ids, max_new_tokens, context_size=model.cfg["context_length"])
-    model.train(was_training)
-    return tokenizer.decode(out[0].tolist()).replace("\n", " ")
+    model.train(was_training)  # back to the mode it was in
+    return token_ids_to_text(out, tokenizer).replace("\n", " ")
 
 # %% ../nbs/07_train.ipynb #a1ba27b0
 def train_model_simple(
