@@ -4,8 +4,8 @@ Reproduce:  python benchmarks/bench_model.py            (full run, records its r
             python benchmarks/bench_model.py --quick    (small shapes, a smoke test: nothing recorded)
 
 Targets (every baseline runs in the same invocation, repeats interleaved, medians compared):
-- training step (forward, backward, AdamW) in nanoGPT's CPU configuration (vocabulary 65, context 64,
-  4 layers, 4 heads, 128 dims, batch 12), eager: tokens/s >= 1.0x transformers.GPT2LMHeadModel of the
+- training step (forward, backward, fused AdamW for both models) in nanoGPT's CPU configuration
+  (vocabulary 65, context 64, 4 layers, 4 heads, 128 dims, batch 12), eager: tokens/s >= 1.0x transformers.GPT2LMHeadModel of the
   identical configuration (GPT-2's layout: biases, tied head), and model-FLOPs utilisation >= 45 % by
   nanoGPT's estimate_mfu (6N + 12*L*H*Q*T FLOPs per token, N without position embeddings) against the
   float32 matrix-multiply rate (2048^2) measured in this run;
@@ -75,8 +75,9 @@ def hf_config(vocab, ctx, layers, heads, dim) -> GPT2Config:
 
 
 def train_step_fn(model, logits_of, x, y):
-    "One forward, backward and AdamW step; the loss is computed the same way for both models."
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.1)
+    """One forward, backward and AdamW step; the loss and the optimizer (torch's fused AdamW, which
+    tiny_gpt's make_adamw picks on the CPU) are the same for both models."""
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.1, fused=True)
     def step():
         logits = logits_of(x)
         loss = F.cross_entropy(logits.view(-1, logits.shape[-1]), y.view(-1))
@@ -89,7 +90,7 @@ def train_step_fn(model, logits_of, x, y):
 def bench_train(quick: bool) -> None:
     vocab, ctx, layers, heads, dim, batch = 65, 64, 4, 4, 128, 12
     steps, repeats = (5, 3) if quick else (30, 7)
-    print(f"Training step, eager, vocab {vocab}, context {ctx}, {layers} layers, {heads} heads, {dim} dims, "
+    print(f"Training step, eager, fused AdamW, vocab {vocab}, context {ctx}, {layers} layers, {heads} heads, {dim} dims, "
           f"batch {batch}: {repeats} interleaved repeats of {steps} steps")
     torch.manual_seed(0)
     hf = GPT2LMHeadModel(hf_config(vocab, ctx, layers, heads, dim)).train()

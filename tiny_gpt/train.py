@@ -176,13 +176,13 @@ def make_adamw(
     lr: float = 1e-3,           # learning rate (a schedule overwrites it every step)
     weight_decay: float = 0.1,  # applied to weight matrices (2-D and up) only: not to biases and norms
     betas: tuple[float, float] = (0.9, 0.95),  # Adam's decay rates of the two moments
-    fused: bool | None = None,  # torch's fused kernel; None: on when the parameters are on CUDA
+    fused: bool | None = None,  # torch's fused kernel; None: on for parameters on the CPU or CUDA
 ) -> torch.optim.AdamW:
     "AdamW with weight decay on the weight matrices only, as GPT-2 and nanoGPT train."
     params = [p for p in model.parameters() if p.requires_grad]
     groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
               {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
-    if fused is None: fused = bool(params) and all(p.is_cuda for p in params)
+    if fused is None: fused = bool(params) and all(p.device.type in ("cpu", "cuda") for p in params)
     return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas), fused=fused or None)
 
 # %% ../nbs/07_train.ipynb #8fa99bee
