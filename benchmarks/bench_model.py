@@ -8,7 +8,8 @@ Targets (every baseline runs in the same invocation, repeats interleaved, median
   (vocabulary 65, context 64, 4 layers, 4 heads, 128 dims, batch 12), eager: tokens/s >= 1.0x transformers.GPT2LMHeadModel of the
   identical configuration (GPT-2's layout: biases, tied head), and model-FLOPs utilisation >= 45 % by
   nanoGPT's estimate_mfu (6N + 12*L*H*Q*T FLOPs per token, N without position embeddings) against the
-  float32 matrix-multiply rate (2048^2) measured in this run;
+  float32 matrix-multiply rate (2048^2) measured in the same interleaved rounds; the same two rows with both models compiled
+  (torch.compile), reported against the same targets;
 - greedy generation of 200 tokens after a 64-token prompt, GPT-2 small's shape, random weights (the
   same in both models): KV cache >= 5x the uncached loop, and >= 1.0x transformers' generate(do_sample=False);
   identical tokens;
@@ -60,14 +61,6 @@ def interleaved(fns: dict, repeats: int) -> dict[str, list[float]]:
     return times
 
 
-def matmul_flops(n: int = 2048, repeats: int = 5) -> float:
-    "This run's float32 matrix-multiply rate, FLOP/s (median of repeats)."
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    a @ b
-    times = interleaved({"mm": lambda: a @ b}, repeats)["mm"]
-    return 2 * n**3 / statistics.median(times)
-
-
 # ---------------------------------------------------------------- training step
 def hf_config(vocab, ctx, layers, heads, dim) -> GPT2Config:
     return GPT2Config(vocab_size=vocab, n_positions=ctx, n_layer=layers, n_head=heads, n_embd=dim, resid_pdrop=0.0,
@@ -87,30 +80,35 @@ def train_step_fn(model, logits_of, x, y):
     return step
 
 
-def bench_train(quick: bool) -> None:
+def bench_train(quick: bool, compiled: bool = False) -> None:
+    "The training step of both models, eager or both compiled (torch.compile of the loss: fused elementwise kernels)."
     vocab, ctx, layers, heads, dim, batch = 65, 64, 4, 4, 128, 12
     steps, repeats = (5, 3) if quick else (30, 7)
-    print(f"Training step, eager, fused AdamW, vocab {vocab}, context {ctx}, {layers} layers, {heads} heads, {dim} dims, "
-          f"batch {batch}: {repeats} interleaved repeats of {steps} steps")
+    how = "compiled" if compiled else "eager"
+    print(f"Training step, {how}, fused AdamW, vocab {vocab}, context {ctx}, {layers} layers, {heads} heads, "
+          f"{dim} dims, batch {batch}: {repeats} interleaved repeats of {steps} steps")
     torch.manual_seed(0)
     hf = GPT2LMHeadModel(hf_config(vocab, ctx, layers, heads, dim)).train()
     ours = load_gpt2_weights(GPTModel(gpt2_config_from_hf(hf.config.to_dict())), hf.state_dict()).train()
     x = torch.randint(0, vocab, (batch, ctx))
     y = torch.randint(0, vocab, (batch, ctx))
-    ours_step = train_step_fn(ours, ours, x, y)
-    hf_step = train_step_fn(hf, lambda ids: hf(input_ids=ids).logits, x, y)
-    for _ in range(3): ours_step(); hf_step()  # warm-up: allocator, AdamW state
+    ours_fwd, hf_fwd = (torch.compile(ours), torch.compile(hf)) if compiled else (ours, hf)
+    ours_step = train_step_fn(ours, ours_fwd, x, y)
+    hf_step = train_step_fn(hf, lambda ids: hf_fwd(input_ids=ids).logits, x, y)
+    for _ in range(3): ours_step(); hf_step()  # warm-up: allocator, AdamW state (and compilation)
+    a, b, n_mm = torch.randn(2048, 2048), torch.randn(2048, 2048), 3  # the peak, measured between the steps
     times = interleaved({"ours": lambda: [ours_step() for _ in range(steps)],
-                         "hf": lambda: [hf_step() for _ in range(steps)]}, repeats)
-    peak = matmul_flops()
+                         "hf": lambda: [hf_step() for _ in range(steps)],
+                         "peak": lambda: [a @ b for _ in range(n_mm)]}, repeats)
+    peak = n_mm * 2 * 2048**3 / statistics.median(times["peak"])
     tokens = steps * batch * ctx
     ours_tps, hf_tps = tokens / statistics.median(times["ours"]), tokens / statistics.median(times["hf"])
     n = sum(p.numel() for p in ours.parameters()) - ours.emb.pos_emb.weight.numel()  # nanoGPT's get_num_params
     flops_per_token = 6 * n + 12 * layers * heads * (dim // heads) * ctx
     mfu = ours_tps * flops_per_token / peak
-    row("Training step tokens/s (nanoGPT CPU shape, eager)", f"{ours_tps:,.0f} tok/s",
+    row(f"Training step tokens/s (nanoGPT CPU shape, {how})", f"{ours_tps:,.0f} tok/s",
         f"{hf_tps:,.0f} tok/s, transformers GPT2LMHeadModel", ours_tps / hf_tps, "≥ 1.0×", ours_tps >= hf_tps)
-    row("Training step MFU (nanoGPT estimate_mfu)", f"{100 * mfu:.1f} %",
+    row("Training step MFU (nanoGPT estimate_mfu)" + (", compiled" if compiled else ""), f"{100 * mfu:.1f} %",
         f"{peak / 1e9:.0f} GFLOP/s float32 matmul 2048²", None, "≥ 45 %", mfu >= 0.45)
 
 
@@ -188,7 +186,7 @@ def main() -> int:
     ap.add_argument("--only", choices=["train", "generate", "memory"], help="run one part")
     args = ap.parse_args()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
-    if args.only in (None, "train"): bench_train(args.quick)
+    if args.only in (None, "train"): bench_train(args.quick); bench_train(args.quick, compiled=True)
     if args.only in (None, "generate"): bench_generate(args.quick)
     if args.only in (None, "memory"): bench_memory(args.quick)
     from results import ROW_KEYS, record
