@@ -5,7 +5,6 @@ import re
 import subprocess
 import sys
 import textwrap
-import time
 
 import numpy as np
 import pytest
@@ -197,13 +196,12 @@ def test_tiktokenizer_constructor_battery(kwargs, message):
 
 
 @pytest.mark.parametrize("name", ["gpt-2", "GPT2", "", "cl100k", "gpt2 "])
-def test_unknown_encoding_names_are_refused_fast_listing_the_known(name, monkeypatch):
+def test_unknown_encoding_names_are_refused_offline_listing_the_known(name, monkeypatch):
     import socket
     def no_network(*a, **k): raise AssertionError("an unknown name must not reach the network")
     monkeypatch.setattr(socket, "socket", no_network)
-    start = time.perf_counter()
     with pytest.raises(ValueError, match="unknown encoding") as e: TikTokenizer(name)
-    assert time.perf_counter() - start < 1 and "'cl100k_base'" in str(e.value)
+    assert "'cl100k_base'" in str(e.value)
 
 
 @pytest.mark.parametrize("kwargs, message", [
@@ -323,10 +321,8 @@ def test_tokenizers_pickle_for_spawned_workers(tok):
 
 
 def test_constructing_gpt2_tokenizers_is_cheap():
-    TikTokenizer("gpt2")
-    start = time.perf_counter()
-    for _ in range(100): TikTokenizer("gpt2", {ENDOFTEXT})
-    assert time.perf_counter() - start < 0.5  # the encoding is built once per process
+    first = TikTokenizer("gpt2")
+    assert all(TikTokenizer("gpt2", {ENDOFTEXT}).encoding is first.encoding for _ in range(3))  # built once
 
 
 # --- The Verdict -------------------------------------------------------------------------------------------
