@@ -29,13 +29,27 @@ RESULTS = Path(__file__).resolve().parent / "results.json"
 ROW_KEYS = ("what", "ours", "baseline", "ratio", "target", "passed")
 
 
+def processor() -> str:
+    "The processor's model name (Linux's /proc/cpuinfo, else what `platform` knows)."
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text(encoding="utf-8", errors="replace").splitlines():
+            if line.startswith("model name"): return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
 def machine() -> dict:
-    "What ran the benchmark: processor count, platform, Python, the load and the main packages' versions."
+    """What ran the benchmark: processor and count, platform, Python, the load, the main packages' versions,
+    and (where the benchmark imported torch) the vector instructions torch's CPU kernels use: a float32
+    matrix product runs about twice as fast with AVX-512 as with AVX2, which moves every MFU figure."""
     versions = {}
     for name in ("torch", "numpy", "tiktoken", "transformers", "tiny_gpt"):
         try: versions[name] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError: pass
-    return {"cpus": os.cpu_count(), "platform": platform.platform(terse=True), "python": platform.python_version(),
+    torch = sys.modules.get("torch")
+    return {"processor": processor(), "cpus": os.cpu_count(),
+            "torch_cpu_capability": torch.backends.cpu.get_cpu_capability() if torch else None,
+            "platform": platform.platform(terse=True), "python": platform.python_version(),
             "load_1min": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None, "versions": versions}
 
 

@@ -9,7 +9,7 @@ import json
 import math
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import MISSING, dataclass, fields
 from pathlib import Path
 
 import torch
@@ -96,9 +96,12 @@ def of(cls: GPTConfig,
     if not isinstance(cfg, Mapping):
         raise TypeError(f"cfg must be a dict or a GPTConfig, got {type(cfg).__name__}")
     names = [f.name for f in fields(cls)]
-    if unknown := sorted(set(cfg) - set(names)):
-        raise ValueError(f"unknown config keys {unknown}; the keys are {names}")
-    if missing := [n for n in names[:7] if n not in cfg]: raise ValueError(f"the config lacks {missing}")
+    missing = [f.name for f in fields(cls) if f.default is MISSING and f.name not in cfg]
+    unknown = sorted(set(cfg) - set(names))
+    if missing or unknown:  # both named in one line: one fix, not two tries
+        parts = [f"{kind} keys: {', '.join(keys)}"
+                 for kind, keys in (("missing", missing), ("unknown", unknown)) if keys]
+        raise ValueError(f"{'; '.join(parts)} (a config has the keys {', '.join(names)})")
     return cls(**cfg)
 
 # %% ../nbs/06_model.ipynb #e87b3397

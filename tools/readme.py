@@ -53,8 +53,10 @@ def _ratio(ratio) -> str:
 
 
 def _machine(m: dict) -> str:
-    "'2 CPUs, Linux-6.1-x86_64, Python 3.11.7, torch 2.13.0+cpu, ...' from a section's `machine`."
-    parts = [m.get("gpu", ""), f"{m['cpus']} CPUs" if m.get("cpus") else "", m.get("platform", ""),
+    "'2 CPUs (AMD EPYC, AVX2), Linux-6.1-x86_64, Python 3.11.7, torch 2.13.0+cpu, ...' from a `machine`."
+    cpu = ", ".join(v for v in (m.get("processor"), m.get("torch_cpu_capability")) if v)  # "AMD EPYC, AVX2"
+    cpus = (f"{m['cpus']} CPUs" + (f" ({cpu})" if cpu else "")) if m.get("cpus") else ""
+    parts = [m.get("gpu", ""), cpus, m.get("platform", ""),
              f"Python {m['python']}" if m.get("python") else ""]
     parts += [f"{name} {version}" for name, version in (m.get("versions") or {}).items()]
     if m.get("load_1min") is not None: parts.append(f"load {m['load_1min']}")
