@@ -84,7 +84,7 @@ def test_demo_prints_the_stage2_values(verdict_run, expected):
 
 
 def test_demo_report_is_short_and_sectioned(verdict_run):
-    out, seconds = verdict_run
+    out = verdict_run[0]
     assert out.stderr == ""
     headers = [l for l in out.stdout.splitlines()
                if l.startswith(("Environment", "Part A:", "Part B:", "Input embeddings:", "Part C:", "Part D:"))]
