@@ -48,7 +48,10 @@ setuptools.setup(
     package_data=package_data,
     include_package_data=True,
     install_requires=requirements,
-    extras_require={"dev": dev_requirements, "safetensors": ["safetensors>=0.4"]},  # reading .safetensors weights
+    extras_require={"dev": dev_requirements,
+                    "safetensors": ["safetensors>=0.4"],  # reading .safetensors weights
+                    "hub": ["huggingface_hub>=0.23", "safetensors>=0.4"],  # GPT-2 weights by name
+                    "pandas": ["pandas>=2"]},  # the book's DataFrame functions (classification)
     python_requires=">=" + min_python,
     entry_points={
         "console_scripts": console_scripts,

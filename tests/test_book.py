@@ -252,6 +252,86 @@ def test_the_notebook_runner_skips_what_nbdev_test_skips_but_runs_cuda_cells(tmp
         runner.run_notebook(path, runner.skipped_flags({"notest"}), timeout=120)
 
 
+def test_the_notebook_runner_skips_exactly_the_cells_nbdev_test_skips():
+    "On every cell of every notebook, run_notebooks' skip decision is nbdev_test's (nbdev's own directive parser)."
+    import importlib
+    import sys
+    import nbformat
+    from nbdev.frontmatter import FrontmatterProc
+    from nbdev.process import NBProcessor
+    sys.path.insert(0, str(ROOT / "tools"))
+    try: runner = importlib.import_module("run_notebooks")
+    finally: sys.path.remove(str(ROOT / "tools"))
+    tst_flags = set(runner.skipped_flags(set())) | runner.SELF_GUARDED  # nbdev_test skips every tst_flag
+    differ = []
+    for path in NOTEBOOKS:
+        ours = set(runner.cells_to_skip(nbformat.read(path, as_version=4), tst_flags))
+        nb = NBProcessor(path, procs=FrontmatterProc, process=True).nb
+        def nbdev_skips(c) -> bool:  # nbdev.test.test_nb's rule for a code cell
+            direc = getattr(c, "directives_", {}) or {}
+            return ("nbdev_export" + "(" in c.source or direc.get("eval:", [""])[0].lower() == "false"
+                    or bool(tst_flags & direc.keys()))
+        theirs = {i for i, c in enumerate(nb.cells) if c.cell_type == "code" and nbdev_skips(c)}
+        differ += [f"{path.name} cell {i}" for i in sorted(ours ^ theirs)]
+    assert not differ, differ
+
+
+EXPORT = re.compile(r"^\s*#\s*\|\s*export[si]?\b", re.MULTILINE)
+HIDDEN = re.compile(r"^\s*#\s*\|\s*hide\b", re.MULTILINE)
+
+
+def _code_cells(nb: Path) -> list[tuple[int, str]]:
+    "(cell number, source) of the code cells a reader meets: hidden non-exported cells (tests) left out."
+    return [(i, source(c)) for i, c in enumerate(cells(nb)) if c["cell_type"] == "code"
+            and (EXPORT.search(source(c)) or not HIDDEN.search(source(c)))]
+
+
+def test_at_most_three_export_cells_before_an_example():
+    "A map before machinery: after three exported definitions in a row, the reader sees one of them at work."
+    offenders = []
+    for nb in NOTEBOOKS:
+        run: list[int] = []
+        for i, src in _code_cells(nb):
+            run = run + [i] if EXPORT.search(src) else []
+            if len(run) == 4: offenders.append(f"{nb.name} cells {run[0]}..{run[-1]}")
+    assert not offenders, offenders
+
+
+def test_every_patch_is_followed_by_an_example_calling_it():
+    "A class that grows with @patch shows each new method at work in the next code cell the reader sees."
+    offenders = []
+    for nb in NOTEBOOKS:
+        code = _code_cells(nb)
+        for (i, src), nxt in zip(code, code[1:] + [(None, "")]):
+            if not (EXPORT.search(src) and "@patch" in src): continue
+            names = [n for n in re.findall(r"^def (\w+)\(", src, re.MULTILINE) if not n.startswith("__")]
+            example = "" if EXPORT.search(nxt[1]) else nxt[1]
+            if not example.strip() or (names and not any(re.search(rf"\b{n}\b", example) for n in names)):
+                offenders.append(f"{nb.name} cell {i} ({', '.join(names) or 'dunder methods'})")
+    assert not offenders, offenders
+
+
+def test_every_chapter_ends_with_a_summary():
+    "The last section of every chapter tells the reader what they can now do."
+    offenders = []
+    for nb in NOTEBOOKS:
+        if not nb.name[0].isdigit(): continue
+        headings = [l for c in cells(nb) if c["cell_type"] == "markdown" for l in source(c).splitlines()
+                    if re.match(r"#{2} ", l)]
+        if not headings or not re.search(r"summary|what you can do", headings[-1], re.IGNORECASE):
+            offenders.append(f"{nb.name}: last section {headings[-1] if headings else None!r}")
+    assert not offenders, offenders
+
+
+def test_ci_runs_the_readme_test_command():
+    "The README's one test command is what CI runs, each half on a line of its own (so `set -e` stops on it)."
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    command = re.search(r"## Tests.*?```sh\n([^\n]+)\n```", readme, re.DOTALL)[1]
+    ci_lines = [l.split("#")[0].strip() for l in (ROOT / ".ci" / "run").read_text(encoding="utf-8").splitlines()]
+    halves = [h.strip() for h in command.split("&&")]
+    assert halves[0].startswith("python tools/run_notebooks.py") and all(h in ci_lines for h in halves), halves
+
+
 def test_readme_names_every_corpus_origin_and_checksum():
     "The Data section gives the address and SHA-256 the library itself checks against."
     from tiny_gpt.io import CORPUS_SHA256, VERDICT_URL
