@@ -229,6 +229,17 @@ class BPETokenizer:
         self.allowed_special = self._special_set(allowed_special, "allowed_special")
         self._cache = {}  # pre-token -> ids
 
+# %% ../nbs/02a_bpe.ipynb #c35c5cf6
+@patch
+def _special_set(self: BPETokenizer, tokens, argument: str) -> frozenset[str] | Literal["all"]:
+    "Check a choice of special tokens: 'all', one token, or a set of this tokenizer's special tokens."
+    if isinstance(tokens, str) and tokens == "all": return "all"
+    tokens = frozenset([tokens] if isinstance(tokens, str) else tokens)
+    if unknown := tokens - self.special_tokens.keys():
+        raise ValueError(f"{argument} has {sorted(unknown)}, which {self.name!r} does not have; its special "
+                         f"tokens are {sorted(self.special_tokens)}")
+    return tokens
+
 # %% ../nbs/02a_bpe.ipynb #29d7545a
 @patch(as_prop=True)
 def eot_token(self: BPETokenizer) -> int | None:
@@ -244,22 +255,6 @@ def get_n_vocab_tokens(self: BPETokenizer) -> int:
 def __repr__(self: BPETokenizer):
     "The name and the vocabulary's size."
     return f"BPETokenizer({self.name!r}: {len(self.ranks):,} tokens + {len(self.special_tokens)} special)"
-
-# %% ../nbs/02a_bpe.ipynb #c35c5cf6
-@patch
-def _special_set(self: BPETokenizer, tokens, argument: str) -> frozenset[str] | Literal["all"]:
-    "Check a choice of special tokens: 'all', one token, or a set of this tokenizer's special tokens."
-    if isinstance(tokens, str) and tokens == "all": return "all"
-    tokens = frozenset([tokens] if isinstance(tokens, str) else tokens)
-    if unknown := tokens - self.special_tokens.keys():
-        raise ValueError(f"{argument} has {sorted(unknown)}, which {self.name!r} does not have; its special "
-                         f"tokens are {sorted(self.special_tokens)}")
-    return tokens
-
-@functools.lru_cache(maxsize=64)
-def _special_regex(names: frozenset[str]) -> regex.Pattern:
-    "A regex matching any of the special tokens `names`, longest first."
-    return regex.compile("|".join(regex.escape(n) for n in sorted(names, key=len, reverse=True)))
 
 # %% ../nbs/02a_bpe.ipynb #003eb306
 @patch
@@ -290,6 +285,12 @@ def encode_ordinary(self: BPETokenizer,
     try: return self._encode_pieces(text)
     except UnicodeEncodeError:  # lone surrogates have no UTF-8: like tiktoken, read as UTF-16, � for them
         return self._encode_pieces(text.encode("utf-16", "surrogatepass").decode("utf-16", "replace"))
+
+# %% ../nbs/02a_bpe.ipynb #366367d7
+@functools.lru_cache(maxsize=64)
+def _special_regex(names: frozenset[str]) -> regex.Pattern:
+    "A regex matching any of the special tokens `names`, longest first."
+    return regex.compile("|".join(regex.escape(n) for n in sorted(names, key=len, reverse=True)))
 
 # %% ../nbs/02a_bpe.ipynb #f38f7862
 @patch

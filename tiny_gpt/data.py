@@ -269,7 +269,6 @@ def _drawn_seed(self) -> int:
     return self._seed
 
 def _set_seed(self, seed: int | None) -> None: self._seed = seed
-
 WindowBatchSampler.seed = property(_drawn_seed, _set_seed)
 
 @patch
