@@ -1,14 +1,15 @@
 """tiny_gpt.model against references: transformers' GPT-2 (logits, greedy text, parameter counts), the
 uncached loop (KV cache), eager mode (torch.compile), float32 (bfloat16 autocast), and the generate command."""
 import argparse
+import re
 
 import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from tiny_gpt.cli import _generate_config, add_generate_parser, run_generate
-from tiny_gpt.model import (GPT2_PRESETS, GPT_CONFIG_124M, GPTModel, KVCache, generate, gpt2_config_from_hf,
-                            gpt2_preset, load_gpt2_weights)
+from tiny_gpt.model import (GPT2_PRESETS, GPT_CONFIG_124M, FeedForward, GPTConfig, GPTModel, KVCache, TransformerBlock,
+                            generate, gpt2_config_from_hf, gpt2_preset, load_gpt2_weights)
 
 TINY_HF = dict(n_layer=2, n_head=4, n_embd=64, vocab_size=50257, n_positions=128)
 PROMPT = torch.tensor([[15496, 11, 314, 716, 257, 1332]])  # "Hello, I am a test"
@@ -279,6 +280,23 @@ def test_config_forms():
     needed = "missing keys: context_length, emb_dim, n_heads, n_layers, drop_rate, qkv_bias \\(a config has"
     with pytest.raises(ValueError, match=needed): GPTModel({"vocab_size": 10})
 
+
+
+def test_the_parts_take_a_dict_or_a_gpt_config_and_one_forward_each():
+    "The blocks read a dict or a GPTConfig alike; the module defines one forward per class, the cached one."
+    import inspect
+    import tiny_gpt.model as module
+    cfg = {**GPT_CONFIG_124M, "n_layers": 1, "emb_dim": 64, "n_heads": 4, "context_length": 32, "bias": False}
+    for form in (cfg, GPTConfig.of(cfg)):
+        block = TransformerBlock(form)
+        assert not [n for n, _ in block.named_parameters() if n.endswith("bias")]
+        assert FeedForward(form).layers[0].bias is None
+    assert FeedForward(GPT_CONFIG_124M).layers[0].bias is not None  # the book's dict: no key, biases on
+    source = inspect.getsource(module)
+    for cls in ("TransformerBlock", "GPTModel"):
+        assert len(re.findall(rf"def forward\(self: {cls},", source)) == 1, cls
+        assert inspect.signature(getattr(module, cls).forward).parameters["cache"].default is None
+    assert source.count("    def forward(") == 3  # LayerNorm, GELU, FeedForward: no cache to take
 
 # --- the `tiny-gpt generate` command's functions ---
 

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
+import shutil
 from collections.abc import Mapping
 from dataclasses import MISSING, dataclass, fields
 from pathlib import Path
@@ -22,9 +24,9 @@ from .embeddings import GPTEmbedding
 from .checks import check_positive_ints
 
 # %% auto #0
-__all__ = ['GPT_CONFIG_124M', 'GPT2_PRESETS', 'LayerNorm', 'GELU', 'GPTConfig', 'FeedForward', 'TransformerBlock', 'GPTModel',
-           'gpt2_preset', 'init_gpt2_weights', 'next_token', 'KVCache', 'generate', 'gpt2_config_from_hf',
-           'load_gpt2_weights']
+__all__ = ['GPT_CONFIG_124M', 'GPT2_PRESETS', 'GPT2_MODELS', 'LayerNorm', 'GELU', 'FeedForward', 'TransformerBlock', 'GPTModel',
+           'GPTConfig', 'gpt2_preset', 'init_gpt2_weights', 'next_token', 'KVCache', 'generate', 'gpt2_config_from_hf',
+           'gpt2_folder', 'load_gpt2_weights', 'gpt2_cell_ready', 'download_and_load_gpt2', 'load_weights_into_gpt']
 
 # %% ../nbs/06_model.ipynb #afc47e3f
 GPT_CONFIG_124M = {
@@ -60,6 +62,50 @@ class GELU(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return 0.5 * x * (1 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * torch.pow(x, 3))))
 
+# %% ../nbs/06_model.ipynb #e87b3397
+class FeedForward(nn.Module):
+    "emb_dim → 4·emb_dim → GELU → emb_dim, applied to each position alone."
+    def __init__(self,
+                 cfg: Mapping | GPTConfig,  # the model's configuration: emb_dim, and bias (optional, True)
+                ):
+        super().__init__()
+        d, bias = cfg["emb_dim"], cfg.get("bias", True)
+        self.layers = nn.Sequential(nn.Linear(d, 4 * d, bias=bias), nn.GELU(approximate="tanh"),
+                                    nn.Linear(4 * d, d, bias=bias))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (batch, seq_len, emb_dim) -> same shape
+        return self.layers(x)
+
+# %% ../nbs/06_model.ipynb #9078dfe5
+class TransformerBlock(nn.Module):
+    "Pre-norm block: x + attention(norm(x)), then x + feed_forward(norm(x)); shapes unchanged."
+    def __init__(self,
+                 cfg: Mapping | GPTConfig,  # the model's configuration
+                ):
+        super().__init__()
+        d, bias = cfg["emb_dim"], cfg.get("bias", True)
+        self.att = MultiHeadAttention(d_in=d, d_out=d, context_length=cfg["context_length"],
+                                      dropout=cfg["drop_rate"], num_heads=cfg["n_heads"],
+                                      qkv_bias=cfg["qkv_bias"], bias=bias)
+        self.ff = FeedForward(cfg)
+        self.norm1, self.norm2 = nn.LayerNorm(d, bias=bias), nn.LayerNorm(d, bias=bias)
+        self.drop_shortcut = nn.Dropout(cfg["drop_rate"])
+
+# %% ../nbs/06_model.ipynb #9bf6c7e0
+class GPTModel(nn.Module):
+    "A GPT: (batch, seq_len) token ids → (batch, seq_len, vocab_size) next-token logits."
+    def __init__(self,
+                 cfg: Mapping | GPTConfig,  # a dict (GPT_CONFIG_124M) or a GPTConfig (gpt2_preset)
+                ):
+        super().__init__()
+        self.cfg = cfg = GPTConfig.of(cfg)  # the dict's keys checked, bias and tie_embeddings added
+        self.emb = GPTEmbedding(cfg.vocab_size, cfg.emb_dim, cfg.context_length)
+        self.drop_emb = nn.Dropout(cfg.drop_rate)
+        self.trf_blocks = nn.Sequential(*[TransformerBlock(cfg) for _ in range(cfg.n_layers)])
+        self.final_norm = nn.LayerNorm(cfg.emb_dim, bias=cfg.bias)
+        self.out_head = nn.Linear(cfg.emb_dim, cfg.vocab_size, bias=False)
+        if cfg.tie_embeddings: self.out_head.weight = self.emb.tok_emb.weight  # one matrix, two uses
+
 # %% ../nbs/06_model.ipynb #5bc2ea8d
 @dataclass(frozen=True)
 class GPTConfig:
@@ -75,6 +121,7 @@ class GPTConfig:
     tie_embeddings: bool = False # the output head shares the token embedding's weight
 
     def __getitem__(self, key: str): return getattr(self, key)  # a dict's cfg["emb_dim"] works too
+    def get(self, key: str, default=None): return getattr(self, key, default)  # and cfg.get("bias", True)
 
     def __post_init__(self):
         "Refuse shapes no model can have, naming the key."
@@ -103,95 +150,6 @@ def of(cls: GPTConfig,
                  for kind, keys in (("missing", missing), ("unknown", unknown)) if keys]
         raise ValueError(f"{'; '.join(parts)} (a config has the keys {', '.join(names)})")
     return cls(**cfg)
-
-# %% ../nbs/06_model.ipynb #e87b3397
-class FeedForward(nn.Module):
-    "emb_dim → 4·emb_dim → GELU → emb_dim, applied to each position alone."
-    def __init__(self,
-                 cfg: Mapping | GPTConfig,  # the model's configuration (emb_dim, bias)
-                ):
-        super().__init__()
-        cfg = GPTConfig.of(cfg)
-        d = cfg.emb_dim
-        self.layers = nn.Sequential(nn.Linear(d, 4 * d, bias=cfg.bias), nn.GELU(approximate="tanh"),
-                                    nn.Linear(4 * d, d, bias=cfg.bias))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (batch, seq_len, emb_dim) -> same shape
-        return self.layers(x)
-
-# %% ../nbs/06_model.ipynb #9078dfe5
-class TransformerBlock(nn.Module):
-    "Pre-norm block: x + attention(norm(x)), then x + feed_forward(norm(x)); shapes unchanged."
-    def __init__(self,
-                 cfg: Mapping | GPTConfig,  # the model's configuration
-                ):
-        super().__init__()
-        cfg = GPTConfig.of(cfg)
-        d = cfg.emb_dim
-        self.att = MultiHeadAttention(d, d, cfg.context_length, cfg.drop_rate, cfg.n_heads, cfg.qkv_bias,
-                                      bias=cfg.bias)
-        self.ff = FeedForward(cfg)
-        self.norm1, self.norm2 = nn.LayerNorm(d, bias=cfg.bias), nn.LayerNorm(d, bias=cfg.bias)
-        self.drop_shortcut = nn.Dropout(cfg.drop_rate)
-
-    def forward(self, x: torch.Tensor, cache=None) -> torch.Tensor:  # (batch, seq_len, emb_dim) -> same
-        x = x + self.drop_shortcut(self.att(self.norm1(x), cache))  # tokens look at earlier tokens
-        x = x + self.drop_shortcut(self.ff(self.norm2(x)))   # each position thinks alone
-        return x
-
-# %% ../nbs/06_model.ipynb #9bf6c7e0
-class GPTModel(nn.Module):
-    "A GPT: (batch, seq_len) token ids → (batch, seq_len, vocab_size) next-token logits."
-    def __init__(self,
-                 cfg: Mapping | GPTConfig,  # a dict (GPT_CONFIG_124M) or a GPTConfig (gpt2_preset)
-                ):
-        super().__init__()
-        self.cfg = cfg = GPTConfig.of(cfg)
-        self.emb = GPTEmbedding(cfg.vocab_size, cfg.emb_dim, cfg.context_length)
-        self.drop_emb = nn.Dropout(cfg.drop_rate)
-        self.trf_blocks = nn.Sequential(*[TransformerBlock(cfg) for _ in range(cfg.n_layers)])
-        self.final_norm = nn.LayerNorm(cfg.emb_dim, bias=cfg.bias)
-        self.out_head = nn.Linear(cfg.emb_dim, cfg.vocab_size, bias=False)
-        if cfg.tie_embeddings: self.out_head.weight = self.emb.tok_emb.weight  # one matrix, two uses
-
-    def forward(self,
-                ids: torch.Tensor,  # (batch, seq_len) token ids, seq_len <= context_length
-                cache: list | None = None,  # None; when generating, one KV cache per block
-               ) -> torch.Tensor:   # (batch, seq_len, vocab_size) logits
-        start = 0 if cache is None else cache[0].pos  # the position of the first id
-        x = self.drop_emb(self.emb(ids, start))  # (batch, seq_len, emb_dim)
-        if cache is None: x = self.trf_blocks(x)  # same shape
-        else:
-            for block, block_cache in zip(self.trf_blocks, cache): x = block(x, block_cache)
-        return self.out_head(self.final_norm(x))
-
-# %% ../nbs/06_model.ipynb #c6b00002
-@patch(as_prop=True)
-def tok_emb(self: GPTModel) -> nn.Embedding:
-    "The token table, by the book's name (it lives in `self.emb`)."
-    return self.emb.tok_emb
-
-@patch(as_prop=True)
-def pos_emb(self: GPTModel) -> nn.Embedding:
-    "The position table, by the book's name."
-    return self.emb.pos_emb
-
-def _from_book(key: str) -> str | None:
-    "Our name for a key of the book's GPTModel state dict; None for its causal-mask buffers."
-    if re.fullmatch(r"trf_blocks\.\d+\.att\.mask", key): return None
-    if key in ("tok_emb.weight", "pos_emb.weight"): return "emb." + key
-    torch_names = {"scale": "weight", "shift": "bias"}  # the book's LayerNorm, and PyTorch's
-    return re.sub(r"norm(\d?)\.(scale|shift)$", lambda m: f"norm{m[1]}.{torch_names[m[2]]}", key)
-
-@patch
-def _load_from_state_dict(self: GPTModel, state_dict, prefix, *args, **kwargs):
-    "Load a state dict of ours or of the book's GPTModel (renamed here, before the children load)."
-    for key in [k for k in state_dict if k.startswith(prefix)]:
-        ours = _from_book(key[len(prefix):])
-        if ours != key[len(prefix):]:
-            value = state_dict.pop(key)
-            if ours is not None: state_dict[prefix + ours] = value
-    nn.Module._load_from_state_dict(self, state_dict, prefix, *args, **kwargs)
 
 # %% ../nbs/06_model.ipynb #a59a3b32
 _GPT2 = dict(vocab_size=50257, context_length=1024, drop_rate=0.0, qkv_bias=True, tie_embeddings=True)
@@ -275,6 +233,31 @@ class KVCache:
         self.pos = end
         return self.keys[:, :, :end], self.values[:, :, :end]
 
+# %% ../nbs/06_model.ipynb #n6kvc001
+@patch
+def forward(self: TransformerBlock,
+            x: torch.Tensor,               # (batch, seq_len, emb_dim)
+            cache: KVCache | None = None,  # None; when generating, this block's KV cache
+           ) -> torch.Tensor:              # same shape
+    "x + attention(norm(x)), then x + feed_forward(norm(x)); attention reads and fills `cache` if given."
+    x = x + self.drop_shortcut(self.att(self.norm1(x), cache))  # tokens look at earlier tokens
+    x = x + self.drop_shortcut(self.ff(self.norm2(x)))   # each position thinks alone
+    return x
+
+# %% ../nbs/06_model.ipynb #n6kvc005
+@patch
+def forward(self: GPTModel,
+            ids: torch.Tensor,          # (batch, seq_len) token ids, seq_len <= context_length
+            cache: list | None = None,  # None; when generating, one KVCache per block
+           ) -> torch.Tensor:           # (batch, seq_len, vocab_size) logits
+    "Next-token logits of every position; with `cache`, of the new positions after the cached ones."
+    start = 0 if cache is None else cache[0].pos  # the position of the first id
+    x = self.drop_emb(self.emb(ids, start))  # (batch, seq_len, emb_dim)
+    if cache is None: x = self.trf_blocks(x)  # same shape
+    else:
+        for block, block_cache in zip(self.trf_blocks, cache): x = block(x, block_cache)
+    return self.out_head(self.final_norm(x))
+
 # %% ../nbs/06_model.ipynb #50b7c44c
 def _check_generate_args(model, idx, max_new_tokens, context_size, temperature, top_k, top_p):
     "Clear errors for arguments `generate` cannot use."
@@ -327,6 +310,34 @@ def generate(
         if done is not None and bool(done.all()): break
     return idx.to(home)  # back where the prompt was
 
+# %% ../nbs/06_model.ipynb #c6b00002
+@patch(as_prop=True)
+def tok_emb(self: GPTModel) -> nn.Embedding:
+    "The token table, by the book's name (it lives in `self.emb`)."
+    return self.emb.tok_emb
+
+@patch(as_prop=True)
+def pos_emb(self: GPTModel) -> nn.Embedding:
+    "The position table, by the book's name."
+    return self.emb.pos_emb
+
+def _from_book(key: str) -> str | None:
+    "Our name for a key of the book's GPTModel state dict; None for its causal-mask buffers."
+    if re.fullmatch(r"trf_blocks\.\d+\.att\.mask", key): return None
+    if key in ("tok_emb.weight", "pos_emb.weight"): return "emb." + key
+    torch_names = {"scale": "weight", "shift": "bias"}  # the book's LayerNorm, and PyTorch's
+    return re.sub(r"norm(\d?)\.(scale|shift)$", lambda m: f"norm{m[1]}.{torch_names[m[2]]}", key)
+
+@patch
+def _load_from_state_dict(self: GPTModel, state_dict, prefix, *args, **kwargs):
+    "Load a state dict of ours or of the book's GPTModel (renamed here, before the children load)."
+    for key in [k for k in state_dict if k.startswith(prefix)]:
+        ours = _from_book(key[len(prefix):])
+        if ours != key[len(prefix):]:
+            value = state_dict.pop(key)
+            if ours is not None: state_dict[prefix + ours] = value
+    nn.Module._load_from_state_dict(self, state_dict, prefix, *args, **kwargs)
+
 # %% ../nbs/06_model.ipynb #4792edde
 def gpt2_config_from_hf(
     config: Mapping | str | Path,  # a Hugging Face GPT-2 config: dict, config.json, or a folder holding it
@@ -343,26 +354,6 @@ def gpt2_config_from_hf(
     return GPTConfig(vocab_size=config["vocab_size"], context_length=config["n_positions"],
                      emb_dim=config["n_embd"], n_heads=config["n_head"], n_layers=config["n_layer"],
                      drop_rate=0.0, qkv_bias=True, tie_embeddings=config.get("tie_word_embeddings", True))
-
-# %% ../nbs/06_model.ipynb #9e398866
-def load_gpt2_weights(
-    model: GPTModel,  # a model of the weights' shape (gpt2_preset, gpt2_config_from_hf)
-    source: Mapping | str | Path,  # a Hugging Face GPT-2 state dict, .safetensors/.bin file, or model folder
-) -> GPTModel:
-    "Copy Hugging Face GPT-2 weights into `model` (Conv1D transposed, q/k/v split, tied head); return it."
-    tensors = _gpt2_tensors(_read_weights(source))
-    if model.cfg.tie_embeddings or "out_head.weight" not in tensors:  # GPT-2's head is its token embedding
-        if "emb.tok_emb.weight" in tensors: tensors["out_head.weight"] = tensors["emb.tok_emb.weight"]
-    if problem := _layout_error(tensors, model.state_dict()): raise ValueError(problem)
-    if not any(p.is_meta for p in model.parameters()):
-        model.load_state_dict({k: t for k, (_, t) in tensors.items()})
-        return model
-    fresh = not isinstance(source, Mapping)  # tensors read from a file are ours; a caller's dict is not
-    own = {k: t.contiguous() if fresh else t.clone(memory_format=torch.contiguous_format)
-           for k, (_, t) in tensors.items()}
-    model.load_state_dict(own, assign=True)  # meta model: take the tensors instead of copying into them
-    if model.cfg.tie_embeddings: model.out_head.weight = model.emb.tok_emb.weight
-    return model
 
 # %% ../nbs/06_model.ipynb #44aa8491
 _WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json",  # the names Hugging Face writes,
@@ -387,7 +378,11 @@ def _load_file(path: Path) -> dict[str, torch.Tensor]:
         except ImportError:
             raise ImportError(f"{path.name} is a safetensors file and the safetensors package is not "
                               "installed: pip install safetensors, or pass a pytorch_model.bin") from None
-        return load_file(path)
+        from safetensors import SafetensorError
+        try: return load_file(path)
+        except SafetensorError as e:  # a header that promises more bytes than the file has, or garbage
+            raise ValueError(f"{path} is not a complete safetensors file ({e}): delete {path.resolve()} "
+                             "and download it again") from None
     return torch.load(path, map_location="cpu", weights_only=True)
 
 # %% ../nbs/06_model.ipynb #a1df69b7
@@ -444,3 +439,145 @@ def _layout_error(tensors: dict, expected: dict) -> str | None:
             return (f"{name} has shape {tuple(t.shape)} in the weights but the model's {k} has "
                     f"{tuple(expected[k].shape)}: {fix}")
     return None
+
+# %% ../nbs/06_model.ipynb #n6hub00a
+GPT2_MODELS = {  # the names a GPT-2 goes by -> its repository on the Hugging Face Hub
+    "gpt2": "gpt2", "gpt2-small": "gpt2", "124M": "gpt2", "gpt2-medium": "gpt2-medium", "355M": "gpt2-medium",
+    "gpt2-large": "gpt2-large", "774M": "gpt2-large", "gpt2-xl": "gpt2-xl", "1558M": "gpt2-xl"}
+_HUB_FILES = ("config.json", "model.safetensors")  # the shape and the weights: all GPTModel needs
+
+def _hub():
+    "huggingface_hub's download function, its not-in-the-cache error and its settings."
+    try:
+        from huggingface_hub import constants, hf_hub_download
+        from huggingface_hub.utils import LocalEntryNotFoundError
+    except ImportError:
+        raise ImportError('GPT-2 weights by name need huggingface_hub: pip install "tiny_gpt[hub]"') from None
+    return hf_hub_download, LocalEntryNotFoundError, constants
+
+# %% ../nbs/06_model.ipynb #n6hub002
+def gpt2_folder(
+    name: str,              # a key of GPT2_MODELS: "gpt2", "gpt2-medium", ..., or the book's "124M", ...
+    download: bool = True,  # fetch what the cache lacks; False: the cache only, never the network
+    cache_dir: str | Path | None = None,  # None: huggingface_hub's cache (HF_HUB_CACHE, HF_HOME)
+) -> Path:
+    "The local folder holding config.json and model.safetensors of GPT-2 `name`, downloaded if needed."
+    if name not in GPT2_MODELS:
+        raise ValueError(f"unknown GPT-2 {name!r}: choose one of {', '.join(GPT2_MODELS)}")
+    fetch, NotCached, constants = _hub()
+    repo, paths = GPT2_MODELS[name], []
+    for file in _HUB_FILES:
+        try: paths.append(Path(fetch(repo, file, cache_dir=cache_dir, local_files_only=True)))  # no network
+        except NotCached:
+            why = ("downloading is off" if not download else
+                   "HF_HUB_OFFLINE is set" if constants.HF_HUB_OFFLINE else "")
+            if not why:
+                try: paths.append(Path(fetch(repo, file, cache_dir=cache_dir))); continue  # a progress bar
+                except NotCached: why = "the Hugging Face Hub could not be reached"
+            raise FileNotFoundError(f"GPT-2 {name!r} ({file} of {repo}) is not in the Hugging Face cache "
+                                    f"and {why}: `tiny-gpt download {name}` fetches it") from None
+    return paths[-1].parent
+
+# %% ../nbs/06_model.ipynb #9e398866
+def _gpt2_name(source) -> bool:
+    "True if `source` names a GPT-2 of GPT2_MODELS and no weights file or weights folder of that name is here."
+    if not isinstance(source, str) or source not in GPT2_MODELS: return False
+    path = Path(source)  # the book's `models_dir="gpt2"` makes a folder gpt2/ that holds 124M/, not weights
+    weights_here = path.is_dir() and any((path / n).exists() for n in (*_WEIGHT_FILES, "snapshots"))
+    return not (path.is_file() or weights_here)
+
+def load_gpt2_weights(
+    model: GPTModel,  # a model of the weights' shape (gpt2_preset, gpt2_config_from_hf)
+    source: Mapping | str | Path,  # a GPT-2 state dict, weights file, model folder or GPT2_MODELS name
+) -> GPTModel:
+    "Copy Hugging Face GPT-2 weights into `model` (Conv1D transposed, q/k/v split, tied head); return it."
+    if _gpt2_name(source): source = gpt2_folder(source)  # the Hugging Face cache, downloading what it lacks
+    tensors = _gpt2_tensors(_read_weights(source))
+    if model.cfg.tie_embeddings or "out_head.weight" not in tensors:  # GPT-2's head is its token embedding
+        if "emb.tok_emb.weight" in tensors: tensors["out_head.weight"] = tensors["emb.tok_emb.weight"]
+    if problem := _layout_error(tensors, model.state_dict()): raise ValueError(problem)
+    if not any(p.is_meta for p in model.parameters()):
+        model.load_state_dict({k: t for k, (_, t) in tensors.items()})
+        return model
+    fresh = not isinstance(source, Mapping)  # tensors read from a file are ours; a caller's dict is not
+    own = {k: t.contiguous() if fresh else t.clone(memory_format=torch.contiguous_format)
+           for k, (_, t) in tensors.items()}
+    model.load_state_dict(own, assign=True)  # meta model: take the tensors instead of copying into them
+    if model.cfg.tie_embeddings: model.out_head.weight = model.emb.tok_emb.weight
+    return model
+
+# %% ../nbs/06_model.ipynb #n6hub006
+def gpt2_cell_ready(
+    name: str = "gpt2",  # the GPT-2 the cell needs, a key of GPT2_MODELS
+) -> bool:
+    "True if GPT-2 `name` is in the Hugging Face cache; else a one-line note and False (nbdev_test: raises)."
+    try: gpt2_folder(name, download=False); return True
+    except (FileNotFoundError, ImportError) as e: why = str(e)
+    if os.environ.get("IN_TEST"):  # set by nbdev_test: `--flags gpt2` asked for these cells
+        raise RuntimeError(f"this #| gpt2 cell needs GPT-2's weights: {why}")
+    if why.startswith("GPT-2 weights by name need"): print(f"skipped: {why}")
+    else: print("skipped: GPT-2's weights are not in the Hugging Face cache; "
+                f"`tiny-gpt download {name}` fetches them")
+    return False
+
+# %% ../nbs/06_model.ipynb #n6book02
+def _book_settings(config: Mapping) -> dict:
+    "The book's settings (its hparams.json) of a Hugging Face GPT-2 config.json."
+    return {"n_vocab": config["vocab_size"], "n_ctx": config["n_positions"], "n_embd": config["n_embd"],
+            "n_head": config["n_head"], "n_layer": config["n_layer"]}
+
+def _book_params(state: Mapping[str, torch.Tensor], n_layer: int) -> dict:
+    "The book's params (wte, wpe, blocks[i], g, b: NumPy arrays) of a Hugging Face GPT-2 state dict."
+    params = {"blocks": [{} for _ in range(n_layer)]}
+    for key, t in state.items():
+        key, array = key.removeprefix("transformer."), t.detach().cpu().numpy()
+        if key == "lm_head.weight" or re.fullmatch(r"h\.\d+\.attn\.(masked_)?bias", key): continue
+        if key in ("wte.weight", "wpe.weight"): params[key[:3]] = array; continue
+        if key.startswith("ln_f."): params["g" if key.endswith("weight") else "b"] = array; continue
+        m = re.fullmatch(r"h\.(\d+)\.(.+)\.(weight|bias)", key)
+        if m is None: raise ValueError(f"{key} is not a tensor of GPT-2: pass a GPT2LMHeadModel's weights")
+        node = params["blocks"][int(m[1])]
+        for step in m[2].split("."): node = node.setdefault(step, {})  # attn.c_attn -> ["attn"]["c_attn"]
+        node["b" if m[3] == "bias" else "g" if m[2].startswith("ln") else "w"] = array  # TensorFlow's names
+    return params
+
+def _gpt2_state(params: Mapping) -> dict[str, torch.Tensor]:
+    "A Hugging Face GPT-2 state dict of the book's params (the inverse of _book_params)."
+    state = {"wte.weight": params["wte"], "wpe.weight": params["wpe"], "ln_f.weight": params["g"],
+             "ln_f.bias": params["b"]}
+    def walk(node, prefix):
+        for key, value in node.items():
+            if isinstance(value, Mapping): walk(value, f"{prefix}.{key}")
+            else: state[f"{prefix}.{'bias' if key == 'b' else 'weight'}"] = value
+    for i, block in enumerate(params["blocks"]): walk(block, f"h.{i}")
+    return {k: torch.as_tensor(v) for k, v in state.items()}
+
+# %% ../nbs/06_model.ipynb #n6book03
+def _place(src: Path, dst: Path) -> None:
+    "`dst` as a copy of `src`: a hard link where possible (no second copy on disk), whole or not at all."
+    if dst.is_file() and dst.stat().st_size == src.stat().st_size: return
+    part = dst.with_name(dst.name + ".incomplete")
+    part.unlink(missing_ok=True)
+    try: os.link(src.resolve(), part)
+    except OSError: shutil.copyfile(src, part)
+    os.replace(part, dst)
+
+def download_and_load_gpt2(
+    model_size: str,         # the book's "124M", "355M", "774M" or "1558M" (or another GPT2_MODELS name)
+    models_dir: str | Path,  # the files land in models_dir/model_size, as in the book
+) -> tuple[dict, dict]:
+    "The book's `(settings, params)` of GPT-2, read from Hugging Face's safetensors file (no TensorFlow)."
+    target = Path(models_dir) / model_size
+    if not all((target / name).is_file() for name in _HUB_FILES):
+        source = gpt2_folder(model_size)
+        target.mkdir(parents=True, exist_ok=True)
+        for name in _HUB_FILES: _place(source / name, target / name)
+    settings = _book_settings(json.loads((target / "config.json").read_text(encoding="utf-8")))
+    return settings, _book_params(_read_weights(target / "model.safetensors"), settings["n_layer"])
+
+def load_weights_into_gpt(
+    gpt: GPTModel,  # a model of the weights' shape: the book's config with qkv_bias=True, or a preset
+    params: dict,   # the book's params, from download_and_load_gpt2
+) -> GPTModel:
+    "Copy the book's GPT-2 params into `gpt`, as `load_gpt2_weights` does; return it."
+    return load_gpt2_weights(gpt, _gpt2_state(params))
