@@ -159,16 +159,17 @@ def test_import_cells_are_hidden_and_the_notebook_is_framed():
     fail_if(offenders, "the import cells are hidden in every notebook")
 
 
-def test_every_cuda_cell_is_guarded_and_imports_nothing():
-    "A reader without a GPU runs every notebook to its end: `#| cuda` cells skip themselves."
+@pytest.mark.parametrize("flag, guard", [("cuda", "if gpu_cell_ready():"), ("gpt2", "if gpt2_cell_ready(")])
+def test_every_flagged_cell_is_guarded_and_imports_nothing(flag, guard):
+    "A reader without a GPU or GPT-2's weights runs every notebook to its end: such cells skip themselves."
     offenders = []
     for nb in NOTEBOOKS:
         for i, cell in enumerate(cells(nb)):
             src = source(cell)
-            if cell["cell_type"] != "code" or "#| cuda" not in directives(src): continue
-            if "if gpu_cell_ready():" not in src: offenders.append(f"{where(nb, i, cell)}: no 'if gpu_cell_ready():'")
+            if cell["cell_type"] != "code" or f"#| {flag}" not in directives(src): continue
+            if guard not in src: offenders.append(f"{where(nb, i, cell)}: no '{guard}'")
             if re.search(r"^\s*(import|from)\s", src, re.MULTILINE): offenders.append(f"{where(nb, i, cell)}: imports")
-    fail_if(offenders, "#| cuda cells hold no import and run their body under 'if gpu_cell_ready():'")
+    fail_if(offenders, f"#| {flag} cells hold no import and run their body under '{guard}'")
 
 
 def test_no_runtime_module_imports_a_dev_only_package():
