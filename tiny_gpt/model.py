@@ -480,7 +480,7 @@ def gpt2_folder(
 
 # %% ../nbs/06_model.ipynb #9e398866
 def _gpt2_name(source) -> bool:
-    "True if `source` names a GPT-2 of GPT2_MODELS and no weights file or weights folder of that name is here."
+    "True if `source` names a GPT-2 of GPT2_MODELS and no weights file or folder of that name is here."
     if not isinstance(source, str) or source not in GPT2_MODELS: return False
     path = Path(source)  # the book's `models_dir="gpt2"` makes a folder gpt2/ that holds 124M/, not weights
     weights_here = path.is_dir() and any((path / n).exists() for n in (*_WEIGHT_FILES, "snapshots"))
