@@ -15,7 +15,7 @@ def run(*args, exe=None, **env):
     "Run `tiny-gpt args` (or `exe args`) with extra environment variables; return the CompletedProcess."
     merged = {**os.environ, "PYTHONIOENCODING": "utf-8", **env}
     return subprocess.run([*(exe or [EXE]), *map(str, args)], capture_output=True, text=True, encoding="utf-8",
-                          env=merged, timeout=300, stdin=subprocess.DEVNULL)
+                          env=merged, timeout=900, stdin=subprocess.DEVNULL)
 
 
 def offline_env(folder: Path) -> dict:
@@ -71,8 +71,7 @@ def test_demo_ends_with_text_a_trained_model_wrote(verdict_run):
     "The README's first command: a small GPT trained on The Verdict, its losses falling, and what it writes."
     out = verdict_run[0].stdout
     part_c = out[out.index("Part C: a small GPT, trained"):out.index("Part D: what it writes")]
-    line = next(l for l in part_c.splitlines() if l.startswith("Validation loss: "))
-    losses = [float(v.split()[-1]) for v in line.replace(" (a uniform guess)", "").split("→")]
+    losses = validation_losses(part_c)
     assert len(losses) == 4 and losses[-1] < losses[0] - 1.5, part_c
     written = out[out.index("Part D: what it writes"):].splitlines()[2]
     assert written.startswith("I HAD always ") and len(written) == 14 + 150
@@ -109,11 +108,17 @@ def test_demo_on_a_given_file(tmp_path):
     assert "Final input embeddings shape: torch.Size([8, 4, 256])" in out.stdout
 
 
+def validation_losses(report: str) -> list[float]:
+    "The numbers of the demo's 'Validation loss:' line: the uniform guess, then each evaluation."
+    line = next(l for l in report.splitlines() if l.startswith("Validation loss: "))
+    return [float(v.split()[-1]) for v in line.replace(" (a uniform guess)", "").split("→")]
+
+
 def test_demo_falls_back_to_the_sample_text_offline(tmp_path):
+    "CI's first command: `TINY_GPT_DATA=/nonexistent TINY_GPT_CACHE=$(mktemp -d) TINY_GPT_OFFLINE=1 tiny-gpt demo`."
     from tiny_gpt.io import SAMPLE_TEXT
     from tiny_gpt.tokenizers import RegexTokenizer, TikTokenizer
-    (tmp_path / "data").mkdir()
-    out = run("demo", **offline_env(tmp_path))
+    out = run("demo", TINY_GPT_DATA="/nonexistent", TINY_GPT_CACHE=str(tmp_path / "cache"), TINY_GPT_OFFLINE="1")
     assert out.returncode == 0, out.stderr
     notes = [l for l in out.stdout.splitlines() if "The Verdict" in l]
     assert len(notes) == 1 and "running on the sample text shipped with tiny_gpt" in notes[0], notes
@@ -123,6 +128,9 @@ def test_demo_falls_back_to_the_sample_text_offline(tmp_path):
     assert f"Stride = 1\nFirst Batch\n{[torch.tensor([ids[0:4]]), torch.tensor([ids[1:5]])]}\n" in out.stdout
     assert "✅ The pipeline ran end to end" in out.stdout
     assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").iterdir())  # nothing downloaded
+    # the newcomer's first screen shows a model learning: every evaluation below the one before
+    losses = validation_losses(out.stdout)
+    assert len(losses) == 4 and all(b < a for a, b in zip(losses, losses[1:])), losses
 
 
 @pytest.mark.parametrize("name, make, message", [
@@ -337,3 +345,129 @@ def test_a_bug_shows_its_traceback_on_the_command_line(tmp_path):
     assert out.returncode == 1, out.stderr
     assert "Traceback (most recent call last)" in out.stderr and "ValueError: simulated bug" in out.stderr
     assert not out.stderr.startswith("tiny-gpt: error:")
+
+
+# ---------------------------------------------------------------- numbers and files a new user gets wrong
+
+def test_lr_nan_is_one_line(tmp_path):
+    "Today's trap: `--lr nan` reached torch's optimizer: `ValueError: Invalid learning rate: nan`."
+    (tmp_path / "story.txt").write_text("The keeper climbed the steps and lit the lamp. " * 40, encoding="utf-8")
+    out = run("train", tmp_path / "story.txt", "--out", tmp_path / "run", "--lr", "nan", "--device", "cpu")
+    assert_one_line_error(out, "--lr must be a finite number, got nan")
+    assert not (tmp_path / "run").exists()
+
+
+def float_options() -> list[tuple[str, str]]:
+    "(command, option) for every float option of every command, read from the parser itself."
+    import argparse
+    from tiny_gpt.cli import _parser
+    commands = next(a for a in _parser()._actions if isinstance(a, argparse._SubParsersAction)).choices
+    return [(name, action.option_strings[0]) for name, p in commands.items() for action in p._actions
+            if action.type is float]
+
+
+REQUIRED = {"prepare": ["in.txt", "--out", "store"], "train": ["in.txt", "--out", "run"], "generate": ["Hi"]}
+
+
+@pytest.mark.parametrize("command, option", float_options())
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
+def test_every_float_option_refuses_non_finite_numbers(tmp_path, monkeypatch, capsys, command, option, value):
+    from tiny_gpt.cli import main
+    monkeypatch.chdir(tmp_path)  # nothing may be written: the check comes before the command runs
+    assert main([command, *REQUIRED.get(command, []), f"{option}={value}"]) == 2  # -inf: not an option
+    err = capsys.readouterr().err
+    assert err == f"tiny-gpt: error: {option} must be a finite number, got {float(value)}\n", err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_float_options_are_the_ones_we_know():
+    "A new float option is covered by the test above; this list only shows which ones it covers."
+    assert set(float_options()) == {("prepare", "--val-fraction"), ("prepare", "--chunk-mb"), ("train", "--lr"),
+                                    ("train", "--min-lr"), ("train", "--weight-decay"), ("train", "--grad-clip"),
+                                    ("generate", "--temperature")}
+
+
+@pytest.mark.parametrize("content", [b"Some notes, not weights.\n", b"", bytes(range(256))],
+                         ids=["text", "empty", "binary"])
+def test_generate_with_a_file_that_is_not_weights_is_one_line(tmp_path, content):
+    "Today's trap: `tiny-gpt generate hello --weights some.txt` ended in torch.load's pickle error."
+    (tmp_path / "some.txt").write_bytes(content)
+    out = run("generate", "hello", "--weights", tmp_path / "some.txt", "--device", "cpu")
+    assert_one_line_error(out, "--weights 'some.txt' is not a weights file", "model.safetensors")
+    assert out.stdout == ""
+
+
+def test_generate_with_weights_that_name_nothing_is_one_line(tmp_path):
+    out = run("generate", "hello", "--weights", tmp_path / "gpt-2", "--device", "cpu")
+    assert_one_line_error(out, "no file or folder at", "not a GPT-2 name: choose one of gpt2")
+
+
+# ---------------------------------------------------------------- GPT-2 by name: tiny-gpt download, --weights gpt2
+
+HUB_COMMIT = "0123456789abcdef0123456789abcdef01234567"  # a snapshot's name in the cache: any 40 hex digits
+
+
+@pytest.fixture(scope="module")
+def hub_cache(tmp_path_factory):
+    "A Hugging Face cache (HF_HOME) whose `gpt2` is a small random GPT2LMHeadModel, and that model."
+    transformers = pytest.importorskip("transformers")
+    pytest.importorskip("huggingface_hub")
+    import torch
+    torch.manual_seed(0)
+    cfg = transformers.GPT2Config(n_layer=2, n_embd=64, n_head=4, n_positions=64)
+    model = transformers.GPT2LMHeadModel(cfg).eval()
+    with torch.no_grad():
+        for p in model.parameters(): p.add_(torch.randn_like(p) * 0.1)  # off the initial values
+    home = tmp_path_factory.mktemp("hf")
+    repo = home / "hub" / "models--gpt2"
+    snapshot = repo / "snapshots" / HUB_COMMIT
+    model.save_pretrained(snapshot, safe_serialization=True)  # config.json + model.safetensors
+    (snapshot / "generation_config.json").unlink(missing_ok=True)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(HUB_COMMIT)
+    return home, model
+
+
+def hub_env(home: Path) -> dict:
+    return dict(HF_HOME=str(home), HF_HUB_CACHE=str(home / "hub"), HF_HUB_OFFLINE="1")
+
+
+def test_download_finds_the_cached_copy_offline(hub_cache):
+    home, _ = hub_cache
+    out = run("download", "gpt2", **hub_env(home))
+    assert out.returncode == 0, out.stderr
+    folder = Path(out.stdout.strip())
+    assert folder == home / "hub" / "models--gpt2" / "snapshots" / HUB_COMMIT
+    assert (folder / "config.json").is_file() and (folder / "model.safetensors").is_file()
+    assert run("download", "124M", **hub_env(home)).stdout == out.stdout  # the book's name for the same model
+
+
+def test_download_offline_without_a_copy_is_one_line(tmp_path):
+    pytest.importorskip("huggingface_hub")
+    out = run("download", "gpt2", **hub_env(tmp_path / "hf"))
+    assert_one_line_error(out, "GPT-2 'gpt2'", "not in the Hugging Face cache", "`tiny-gpt download gpt2`")
+    assert out.stdout == ""
+    assert not [p for p in tmp_path.rglob("*") if p.is_file()]  # nothing half-written
+    assert_one_line_error(run("download", "gpt3", **hub_env(tmp_path / "hf")), "unknown GPT-2 'gpt3'")
+
+
+def test_generate_with_weights_by_name_writes_transformers_greedy_tokens(hub_cache):
+    import torch
+    from tiny_gpt.tokenizers import TikTokenizer
+    home, model = hub_cache
+    tok = TikTokenizer("gpt2")
+    prompt = "Every effort moves you"
+    ids = torch.tensor([tok.encode(prompt)])
+    expected = model.generate(ids, max_new_tokens=10, do_sample=False, pad_token_id=0,
+                              eos_token_id=tok.eot_token)[0].tolist()
+    if expected[-1] == tok.eot_token: expected = expected[:-1]  # the end token is not printed
+    out = run("generate", "--weights", "gpt2", prompt, "--max-new-tokens", 10, "--device", "cpu", **hub_env(home))
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == tok.decode(expected) + "\n"
+    assert "random" not in out.stderr  # the shape came from the folder's config.json: 2 blocks of 64
+
+
+def test_generate_with_weights_by_name_offline_without_a_copy_is_one_line(tmp_path):
+    pytest.importorskip("huggingface_hub")
+    out = run("generate", "--weights", "gpt2", "Hi", "--device", "cpu", **hub_env(tmp_path / "hf"))
+    assert_one_line_error(out, "--weights gpt2:", "`tiny-gpt download gpt2` fetches it")
