@@ -255,7 +255,7 @@ class _Run:
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
         self.step = self.micro = self.epoch = self.batch = self.tokens = 0
         self.lr = cosine_lr(0, s.lr, s.min_lr, s.warmup_steps, s.decay_steps)
-        self.elapsed, self._it = 0.0, None
+        self.elapsed, self._it, self.t0 = 0.0, None, time.perf_counter()  # loop restarts it
         self.history = {"log": {k: [] for k in LOG_KEYS}, "eval": {k: [] for k in EVAL_KEYS}}
         self.unlogged, self.logged = [], []  # per-step losses: tensors not read back yet, floats read back
         self.pending = torch.zeros((), device=self.device)  # summed micro-batch losses of the current step
@@ -412,6 +412,7 @@ def _evaluate(self: _Run, callback) -> None:
             for i in range(len(ev["step"])): f.write(json.dumps({k: ev[k][i] for k in EVAL_KEYS}) + "\n")
     if callback is not None and self.rank == 0: callback(row)
 
+# %% ../nbs/07_train.ipynb #s7aft001
 @patch
 def _after_step(self: _Run, bar, callback) -> None:
     "Log, evaluate and checkpoint (with out_dir) when their intervals say so, and at the end."
@@ -426,25 +427,9 @@ def _after_step(self: _Run, bar, callback) -> None:
 # %% ../nbs/07_train.ipynb #828ab7a5
 @patch
 def _should_stop(self: _Run, stop_after: int | None, flag: dict) -> bool:
-    "True after `stop_after` micro-batches or a Ctrl-C (with DDP: on every rank, at the end of a step)."
-    if self.world > 1:
-        if self.micro % self.s.grad_accum_steps or self.step % self.s.log_interval: return False
-        asked = torch.tensor(float(flag["stop"]), device=self.device)
-        dist.all_reduce(asked, op=dist.ReduceOp.MAX)
-        return bool(asked) or (stop_after is not None and self.micro >= stop_after)
+    "True after `stop_after` micro-batches, or after a Ctrl-C (`flag['stop']`, set by `_stop_on_sigint`)."
+    if self.world > 1: return self._agree_to_stop(stop_after, flag)  # several processes: the closing section
     return flag["stop"] or (stop_after is not None and self.micro >= stop_after)
-
-@contextlib.contextmanager
-def _stop_on_sigint(enabled: bool) -> Iterator[dict]:
-    "While training: a first Ctrl-C asks for a clean stop (checkpoint, return); a second one interrupts."
-    flag = {"stop": False}
-    if not enabled or threading.current_thread() is not threading.main_thread(): yield flag; return
-    def handler(signum, frame):
-        if flag["stop"]: raise KeyboardInterrupt
-        flag["stop"] = True
-    old = signal.signal(signal.SIGINT, handler)
-    try: yield flag
-    finally: signal.signal(signal.SIGINT, old)
 
 # %% ../nbs/07_train.ipynb #7a0f3edb
 @patch
@@ -454,8 +439,9 @@ def loop(self: _Run, progress: bool | None, stop_after: int | None, callback) ->
     if self.rng is not None: _set_rng_state(self.rng)  # resuming: the closing section
     show = self.rank == 0 and (sys.stderr.isatty() if progress is None else progress)
     bar = tqdm(total=self.s.max_steps, initial=self.step, unit="step", dynamic_ncols=True) if show else None
+    ctrl_c = _stop_on_sigint() if self.out_dir is not None else contextlib.nullcontext({"stop": False})
     try:
-        with _stop_on_sigint(self.out_dir is not None) as flag:
+        with ctrl_c as flag:
             while self.step < self.s.max_steps:
                 self._forward_backward(*self._next_batch())
                 if self.micro % self.s.grad_accum_steps == 0:
@@ -464,7 +450,7 @@ def loop(self: _Run, progress: bool | None, stop_after: int | None, callback) ->
                 if self.step < self.s.max_steps and self._should_stop(stop_after, flag):
                     self.history["stopped_at"] = {"step": self.step, "micro_batch": self.micro,
                                                   "reason": "interrupted" if flag["stop"] else "stop_after"}
-                    if self.out_dir is not None: self.save()
+                    if self.out_dir is not None: self.save()  # checkpoints: the closing section
                     break
     finally:
         if bar is not None: bar.close()
@@ -478,21 +464,7 @@ def start(self: _Run, resume: bool, compile: bool) -> None:
     elif resume: raise BadInput("resume=True needs out_dir, the folder that holds the run's checkpoint")
     if compile: self.module = torch.compile(self.raw)
     self.model = self.module
-    if self.world > 1:
-        ids = [self.device.index] if self.device.type == "cuda" else None
-        self.model = torch.nn.parallel.DistributedDataParallel(self.module, device_ids=ids)
-
-# %% ../nbs/07_train.ipynb #n0017069
-@contextlib.contextmanager
-def _deterministic_algorithms(on: bool) -> Iterator[None]:
-    "While training, if `on`: PyTorch's deterministic kernels, and cuBLAS's fixed workspace."
-    if not on: yield; return
-    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS reads it when CUDA starts
-    was = torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark
-    torch.use_deterministic_algorithms(True)
-    torch.backends.cudnn.benchmark = False
-    try: yield
-    finally: torch.use_deterministic_algorithms(was[0]); torch.backends.cudnn.benchmark = was[1]
+    if self.world > 1: self.model = self._wrap_ddp()  # several processes: the closing section
 
 # %% ../nbs/07_train.ipynb #11cf12bd
 def train(
@@ -518,7 +490,7 @@ def train(
     if len(train_loader) == 0:
         raise BadInput("train_loader yields no batch: use more data or a smaller batch_size")
     run = _Run(model, train_loader, val_loader, s, device, out_dir, config, tokenizer, amp)
-    with _deterministic_algorithms(deterministic):
+    with _deterministic_algorithms() if deterministic else contextlib.nullcontext():  # closing section
         run.start(resume, compile)
         return run.loop(progress, stop_after, callback)
 
@@ -585,6 +557,7 @@ def save_checkpoint(
     with atomic_write(path) as f: torch.save(state, f)
     return path
 
+# %% ../nbs/07_train.ipynb #s7sav003
 @patch
 def save(self: _Run) -> None:
     "Checkpoint the run into `out_dir` (rank 0 writes; every rank takes part in gathering the RNG states)."
@@ -644,6 +617,19 @@ def model_from_checkpoint(
     model.load_state_dict(ckpt["model"])
     return model.eval(), tokenizer_from_info(ckpt["tokenizer"])
 
+# %% ../nbs/07_train.ipynb #s7sig001
+@contextlib.contextmanager
+def _stop_on_sigint() -> Iterator[dict]:
+    "While training: a first Ctrl-C asks for a clean stop (checkpoint, return); a second one interrupts."
+    flag = {"stop": False}
+    if threading.current_thread() is not threading.main_thread(): yield flag; return  # signals: main only
+    def handler(signum, frame):
+        if flag["stop"]: raise KeyboardInterrupt
+        flag["stop"] = True
+    old = signal.signal(signal.SIGINT, handler)
+    try: yield flag
+    finally: signal.signal(signal.SIGINT, old)
+
 # %% ../nbs/07_train.ipynb #s7opn001
 @patch
 def _open_folder(self: _Run, resume: bool) -> None:
@@ -677,3 +663,29 @@ def restore(self: _Run, ckpt: dict) -> None:
     if pos["seed"] is not None: self.train_loader.batch_sampler.seed = pos["seed"]
     self.history, self.elapsed, self.rng = ckpt["history"], ckpt["elapsed"], ckpt["rng"][self.rank]
     self.history.pop("stopped_at", None)  # this run goes on
+
+# %% ../nbs/07_train.ipynb #s7ddp001
+@patch
+def _agree_to_stop(self: _Run, stop_after: int | None, flag: dict) -> bool:
+    "Several processes: stop together, at the end of a logged step, when any rank was asked to."
+    if self.micro % self.s.grad_accum_steps or self.step % self.s.log_interval: return False
+    asked = torch.tensor(float(flag["stop"]), device=self.device)
+    dist.all_reduce(asked, op=dist.ReduceOp.MAX)
+    return bool(asked) or (stop_after is not None and self.micro >= stop_after)
+
+@patch
+def _wrap_ddp(self: _Run) -> nn.Module:
+    "`module` in DistributedDataParallel: it averages the gradients across processes in the backward pass."
+    ids = [self.device.index] if self.device.type == "cuda" else None
+    return torch.nn.parallel.DistributedDataParallel(self.module, device_ids=ids)
+
+# %% ../nbs/07_train.ipynb #n0017069
+@contextlib.contextmanager
+def _deterministic_algorithms() -> Iterator[None]:
+    "While training: PyTorch's deterministic kernels, and cuBLAS's fixed workspace."
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS reads it when CUDA starts
+    was = torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.benchmark = False
+    try: yield
+    finally: torch.use_deterministic_algorithms(was[0]); torch.backends.cudnn.benchmark = was[1]
