@@ -12,7 +12,7 @@ import importlib
 # Stage modules, lightest first. `from tiny_gpt import X` imports only what X needs, so a worker
 # process that tokenizes text never pays for importing torch.
 _STAGES = ("checks", "io", "tokenizers", "bpe", "store", "env", "data", "embeddings", "attention", "model",
-           "train", "lora", "classify")
+           "train", "lora", "classify", "instruct")
 
 def _stage_modules():
     "Import the stage modules one by one, lightest first (a stage that fails to import is an error)."
