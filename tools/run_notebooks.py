@@ -3,7 +3,7 @@
 Each notebook runs once, in a fresh kernel (nbclient, the engine behind `jupyter nbconvert --execute`)
 started in nbs/, on a copy, so the committed notebooks are never modified; the run fails on the first
 cell that raises. Notebooks run side by side in `--workers` processes (default: 2, or 1 on one CPU),
-the longest first.
+the longest first, each kernel's torch with its share of the CPUs (OMP_NUM_THREADS, unless set).
 
 It skips exactly what `nbdev_test` skips (tests/test_book.py checks the two agree on every cell): cells
 flagged with one of settings.ini's `tst_flags` (e.g. `#| notest`) unless --flags names it, `#| eval: false`
@@ -87,7 +87,10 @@ def main(argv: list[str] | None = None) -> int:
     notebooks = args.notebooks or sorted((ROOT / "nbs").glob("[!_]*.ipynb"))
     notebooks = sorted(notebooks, key=lambda p: p.stat().st_size, reverse=True)  # the longest first
     skip, total, failed, start = skipped_flags(set(args.flags)), 0.0, [], time.perf_counter()
-    with ProcessPoolExecutor(max(1, min(args.workers, len(notebooks)))) as pool:
+    workers = max(1, min(args.workers, len(notebooks)))
+    if workers > 1:  # each kernel's torch gets its share of the CPUs: threads that outnumber cores spin-wait
+        os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // workers)))
+    with ProcessPoolExecutor(workers) as pool:
         runs = [pool.submit(_run_one, path, skip, args.timeout, args.save) for path in notebooks]
         for run in as_completed(runs):
             path, seconds, failure = run.result()
