@@ -26,7 +26,8 @@ __all__ = ['SMS_SPAM_NAME', 'SMS_SPAM_SHA256', 'SMS_SPAM_URLS', 'CLASSIFY_CONFIG
            'find_sms_spam', 'download_and_unzip_spam_data', 'create_balanced_dataset', 'random_split', 'SpamDataset',
            'BagOfTokens', 'train_bag_of_tokens', 'trainable_parameters', 'to_classifier', 'last_token_logits',
            'calc_accuracy_loader', 'calc_loss_batch', 'calc_loss_loader', 'evaluate_model', 'train_classifier_simple',
-           'plot_values', 'classify_review']
+           'plot_values', 'classify_review', 'classification_task', 'classification_loader',
+           'classifier_from_checkpoint']
 
 # %% ../nbs/09_classify.ipynb #d5cf7731
 SMS_SPAM_NAME = "SMSSpamCollection"  # the file in the zip, and its name in TINY_GPT_DATA or the cache
@@ -405,3 +406,64 @@ def classify_review(
     with torch.no_grad():
         logits = last_token_logits(model(input_tensor), input_tensor, position, pad_token_id)
     return "spam" if logits.argmax(dim=-1).item() == 1 else "not spam"
+
+# %% ../nbs/09_classify.ipynb #ed4f2f6b
+from torch.utils.data import DataLoader
+
+from .bpe import tokenizer_from_info
+from .checks import BadInput
+from .data import WindowBatchSampler
+from .lora import replace_linear_with_lora
+from .model import GPTModel
+from .train import Task, load_checkpoint
+
+# %% ../nbs/09_classify.ipynb #c3ccb27a
+def classification_task(
+    labels: list[str],           # the class names, in the order of their ids (labels[i] is class i)
+    max_length: int,             # the padded length of the texts (the dataset's max_length)
+    pad_token_id: int = 50256,   # the padding id
+    position: str = "last",      # "last" (the book's) or "last_real"
+    lora: tuple[int, float] | None = None,  # (rank, alpha) of the model's LoRA adapters; None: no LoRA
+) -> Task:
+    "What `train` needs to fine-tune a classifier: its loss, its accuracy, and what the checkpoint keeps."
+    if position not in ("last", "last_real"):
+        raise ValueError(f"position must be 'last' or 'last_real', got {position!r}")
+    def loss(model, inputs, targets):  # on the device already: no copy, no read-back
+        return calc_loss_batch(inputs, targets, model, inputs.device, position, pad_token_id)
+    def accuracy(model, loader, device, num_batches):
+        return {"accuracy": calc_accuracy_loader(loader, model, device, num_batches, position, pad_token_id)}
+    extra = {"labels": list(labels), "n_out": len(labels), "head_bias": True, "max_length": max_length,
+             "pad_token_id": pad_token_id, "position": position,
+             "lora": None if lora is None else {"rank": lora[0], "alpha": lora[1]}}
+    return Task("classification", loss, accuracy, extra)
+
+# %% ../nbs/09_classify.ipynb #3996574f
+def classification_loader(
+    dataset: Dataset,         # e.g. a SpamDataset
+    batch_size: int = 8,      # texts per batch
+    shuffle: bool = True,     # a new seeded order every epoch
+    drop_last: bool = True,   # drop a final smaller batch
+    seed: int | None = 123,   # fixes the order; None: drawn from torch's generator
+) -> DataLoader:
+    "Batches of `dataset` through the library's seeded batch sampler: `train` can resume them exactly."
+    sampler = WindowBatchSampler(len(dataset), batch_size, shuffle, drop_last, seed)
+    return DataLoader(dataset, batch_sampler=sampler)
+
+# %% ../nbs/09_classify.ipynb #22d791fa
+def classifier_from_checkpoint(
+    path: str | os.PathLike,          # a run folder or its checkpoint.pt (`train` with a classification_task)
+    labels: list[str] | None = None,  # refuse a classifier of other labels; None: no check
+) -> tuple[nn.Module, object, dict]:  # (the classifier in eval mode on the CPU, its tokenizer, task info)
+    "The classifier of a checkpoint, with its tokenizer and what its task stored (labels, max_length, ...)."
+    ckpt = load_checkpoint(path)
+    info = ckpt.get("task", {"name": "next_token"})
+    if info["name"] != "classification":
+        raise BadInput(f"'{path}' holds a {info['name']} model, not a classifier: use model_from_checkpoint")
+    if labels is not None and list(labels) != info["labels"]:
+        raise BadInput(f"'{path}' classifies into {info['labels']}, not {list(labels)}: pass its labels, "
+                       "or train a classifier for yours")
+    model = to_classifier(GPTModel(ckpt["config"]), info["n_out"], trainable="all")
+    if info["lora"]: replace_linear_with_lora(model, info["lora"]["rank"], info["lora"]["alpha"])
+    model.load_state_dict(ckpt["model"])
+    tokenizer = None if ckpt["tokenizer"] is None else tokenizer_from_info(ckpt["tokenizer"])
+    return model.eval(), tokenizer, info

@@ -40,7 +40,7 @@ from .checks import BadInput
 # %% auto #0
 __all__ = ['LOG_KEYS', 'EVAL_KEYS', 'CHECKPOINT_NAME', 'METRICS_NAME', 'CHECKPOINT_FORMAT', 'CHECKPOINT_VERSION', 'POSITION_KEYS',
            'calc_loss_batch', 'calc_loss_loader', 'evaluate_model', 'text_to_token_ids', 'token_ids_to_text',
-           'sample_text', 'train_model_simple', 'cosine_lr', 'make_adamw', 'TrainSettings', 'evaluate', 'train',
+           'sample_text', 'train_model_simple', 'cosine_lr', 'make_adamw', 'TrainSettings', 'Task', 'evaluate', 'train',
            'save_checkpoint', 'load_checkpoint', 'model_from_checkpoint']
 
 # %% ../nbs/07_train.ipynb #0281fcdf
@@ -214,6 +214,26 @@ def _checked_settings(s: TrainSettings) -> TrainSettings:
     return dataclasses.replace(s, min_lr=s.lr / 10 if s.min_lr is None else s.min_lr, betas=tuple(s.betas),
                                decay_steps=s.max_steps if s.decay_steps is None else s.decay_steps)
 
+# %% ../nbs/07_train.ipynb #08953cbb
+@dataclasses.dataclass
+class Task:
+    "What `train` minimizes and measures; the default is next-token prediction (`calc_loss_batch`)."
+    name: str = "next_token"      # stored in the checkpoint: a resume with another task is refused
+    loss: Callable | None = None  # (model, inputs, targets) on the device -> scalar tensor; None: next token
+    metric: Callable | None = None  # (model, loader, device, num_batches) -> {name: float}, at evaluations
+    extra: dict = dataclasses.field(default_factory=dict)  # plain data for the checkpoint: labels, head size
+
+    def batch_loss(self, model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
+                   device: torch.device | str) -> torch.Tensor:
+        "The loss of one batch, on `device`: `loss`'s, else the next-token cross-entropy."
+        if self.loss is None: return calc_loss_batch(inputs, targets, model, device)
+        inputs, targets = inputs.to(device, non_blocking=True), targets.to(device, non_blocking=True)
+        return self.loss(model, inputs, targets)
+
+    def info(self) -> dict:
+        "What a checkpoint stores of the task: its name and `extra`."
+        return {"name": self.name, **self.extra}
+
 # %% ../nbs/07_train.ipynb #1a4ea743
 _rank_world = _dist_rank_world  # (rank, world size) of torch.distributed, or (0, 1): the data loader's
 
@@ -245,12 +265,13 @@ def _config_of(model: nn.Module, config) -> dict | None:
 class _Run:
     "One training run's state: model, optimizer, data position, losses not yet logged, history."
     def __init__(self, model, train_loader, val_loader, s: TrainSettings, device, out_dir, config, tokenizer,
-                 amp):
+                 amp, task=None):
         self.raw, self.train_loader, self.val_loader, self.s = model, train_loader, val_loader, s
         self.rank, self.world = _rank_world()
         self.device = _run_device(device, self.world)
         self.out_dir = None if out_dir is None else Path(out_dir)
         self.config, self.tokenizer = _config_of(model, config), tokenizer_info(tokenizer)
+        self.task = Task() if task is None else task  # what it minimizes: next-token prediction unless told
         self.amp_dtype = _amp_dtype(self.device, amp)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
         self.step = self.micro = self.epoch = self.batch = self.tokens = 0
@@ -323,7 +344,7 @@ def _forward_backward(self: _Run, inputs: torch.Tensor, targets: torch.Tensor) -
     last = (self.micro + 1) % self.s.grad_accum_steps == 0
     sync = contextlib.nullcontext() if last or self.world == 1 else self.model.no_sync()  # DDP: on the last
     with sync:
-        with self._autocast(): loss = calc_loss_batch(inputs, targets, self.model, self.device)
+        with self._autocast(): loss = self.task.batch_loss(self.model, inputs, targets, self.device)
         self.scaler.scale(loss / self.s.grad_accum_steps).backward()  # float16: scaled up, so none underflows
     self.pending += loss.detach()
     self.micro += 1
@@ -361,7 +382,7 @@ def _time(self: _Run) -> float: return self.elapsed + time.perf_counter() - self
 def _record(self: _Run, table: str, **row) -> dict:
     "Append a row to history[table] (columns), with the step, learning rate, tokens seen and time."
     row = {"step": self.step, "lr": self.lr, "tokens_seen": self.tokens, "time": self._time()} | row
-    for k, v in row.items(): self.history[table][k].append(v)
+    for k, v in row.items(): self.history[table].setdefault(k, []).append(v)  # a task's metrics too
     return row
 
 @patch
@@ -374,6 +395,17 @@ def _log(self: _Run, bar) -> None:
         dt, dtok = (row["time"] - log["time"][-2], row["tokens_seen"] - log["tokens_seen"][-2]) \
             if len(log["time"]) > 1 else (row["time"], row["tokens_seen"])
         bar.set_postfix(loss=f"{row['loss']:.3f}", tok_s=f"{dtok / max(dt, 1e-9):,.0f}", refresh=False)
+
+# %% ../nbs/07_train.ipynb #1b5c709b
+def _mean_loss(loss: Callable, model: nn.Module, loader, device, n: int | None) -> float:
+    "The mean of a task's `loss` over the first `n` batches of `loader`, in eval mode (nan: no batch)."
+    if loader is None or (n := len(loader) if n is None else min(n, len(loader))) == 0: return float("nan")
+    was_training, total = model.training, torch.zeros((), device=device)
+    model.eval()
+    with torch.no_grad():
+        for x, y in itertools.islice(loader, n): total += loss(model, x.to(device), y.to(device))
+    model.train(was_training)
+    return (total / n).item()
 
 # %% ../nbs/07_train.ipynb #s7evl001
 @contextlib.contextmanager
@@ -392,24 +424,38 @@ def evaluate(
     val_loader: Iterable | None,    # validation batches; None: only the training loss
     device: torch.device | str,     # where the model lives
     eval_iters: int | None = None,  # batches per estimate; None: whole loaders
+    loss: Callable | None = None,   # a task's loss (model, inputs, targets); None: `evaluate_model`'s
 ) -> tuple[float, float]:
-    "`evaluate_model` on the same batches every call (epoch 0's), averaged over the ranks."
+    "`evaluate_model` (or the mean `loss`) on the same batches every call (epoch 0's), averaged over ranks."
     with _fixed_batches(train_loader), _fixed_batches(val_loader):
-        losses = evaluate_model(model, train_loader, val_loader, device, eval_iters)
+        if loss is None: losses = evaluate_model(model, train_loader, val_loader, device, eval_iters)
+        else: losses = [_mean_loss(loss, model, dl, device, eval_iters) for dl in (train_loader, val_loader)]
     return tuple(float(_mean_over_ranks(torch.tensor(loss, device=device))) for loss in losses)
 
 # %% ../nbs/07_train.ipynb #399209df
+@patch
+def _metrics(self: _Run) -> dict:
+    "The task's metrics on the validation batches, as 'val_NAME' (averaged over ranks); {} without either."
+    if self.task.metric is None or self.val_loader is None: return {}
+    was_training = self.module.training
+    with _fixed_batches(self.val_loader):
+        values = self.task.metric(self.module, self.val_loader, self.device, self.s.eval_iters)
+    self.module.train(was_training)
+    return {f"val_{k}": float(_mean_over_ranks(torch.tensor(float(v), device=self.device)))
+            for k, v in values.items()}
+
 @patch
 def _evaluate(self: _Run, callback) -> None:
     "Train and validation loss on fixed batches; a row of history['eval'], metrics.jsonl and the callback."
     with self._autocast():
         train_loss, val_loss = evaluate(self.module, self.train_loader, self.val_loader, self.device,
-                                        self.s.eval_iters)
-    row = self._record("eval", train_loss=train_loss, val_loss=val_loss)
+                                        self.s.eval_iters, self.task.loss)
+        metrics = self._metrics()
+    row = self._record("eval", train_loss=train_loss, val_loss=val_loss, **metrics)
     if self.out_dir is not None and self.rank == 0:
         ev = self.history["eval"]
         with atomic_write(self.out_dir / METRICS_NAME, "w") as f:  # the whole file: no line of a lost step
-            for i in range(len(ev["step"])): f.write(json.dumps({k: ev[k][i] for k in EVAL_KEYS}) + "\n")
+            for i in range(len(ev["step"])): f.write(json.dumps({k: ev[k][i] for k in ev}) + "\n")
     if callback is not None and self.rank == 0: callback(row)
 
 # %% ../nbs/07_train.ipynb #s7aft001
@@ -483,13 +529,14 @@ def train(
     progress: bool | None = None,              # a tqdm bar (tokens/s, loss); None: only on a terminal
     stop_after: int | None = None,             # stop, checkpoint and return after this many micro-batches
     callback: Callable[[dict], None] | None = None,  # called with each evaluation's row
+    task: Task | None = None,                  # the loss and metrics (e.g. a classifier's); None: next token
     **overrides,                               # fields of `TrainSettings`, e.g. max_steps=200, lr=3e-4
 ) -> dict:
     "Move `model` to `device` and train it (AdamW, warmup + cosine, clipping, accumulation); the history."
     s = _checked_settings(dataclasses.replace(settings or TrainSettings(), **overrides))
     if len(train_loader) == 0:
         raise BadInput("train_loader yields no batch: use more data or a smaller batch_size")
-    run = _Run(model, train_loader, val_loader, s, device, out_dir, config, tokenizer, amp)
+    run = _Run(model, train_loader, val_loader, s, device, out_dir, config, tokenizer, amp, task)
     with _deterministic_algorithms() if deterministic else contextlib.nullcontext():  # closing section
         run.start(resume, compile)
         return run.loop(progress, stop_after, callback)
@@ -539,6 +586,7 @@ def state(self: _Run) -> dict:
             "position": {"step": self.step, "micro": self.micro, "epoch": self.epoch, "batch": self.batch,
                          "tokens": self.tokens, "seed": _sampler_seed(self.train_loader)},
             "settings": dataclasses.asdict(self.s), "config": self.config, "tokenizer": self.tokenizer,
+            "task": self.task.info(),
             "scaler": self.scaler.state_dict(), "world_size": self.world, "rng": _gather(_rng_state()),
             "history": self.history, "elapsed": self._time()}
 
@@ -586,8 +634,9 @@ def load_checkpoint(
     config: dict | None = None,           # refuse a checkpoint of another model config; None: no check
     tokenizer: object | dict | None = None,  # refuse a checkpoint of another tokenizer; None: no check
     map_location: str | torch.device = "cpu",  # where its tensors go
+    task: Task | dict | None = None,      # refuse a checkpoint of another task; None: no check
 ) -> dict:
-    "A checkpoint's contents, loaded without running code from the file, after checking config and tokenizer."
+    "A checkpoint's contents, loaded without running code, after checking config, tokenizer and task."
     path = Path(path)
     if path.is_dir(): path = path / CHECKPOINT_NAME
     if not path.is_file():
@@ -605,15 +654,24 @@ def load_checkpoint(
     if diff := _differences(ckpt["tokenizer"], tokenizer_info(tokenizer)):
         raise BadInput(f"'{path}' was trained with another tokenizer ({diff}): its token ids mean other "
                          "things; use the checkpoint's tokenizer, or start a new run in another folder")
+    saved = ckpt.get("task", {"name": "next_token"})  # older checkpoints: next-token prediction
+    if diff := _differences(saved, task.info() if isinstance(task, Task) else task):
+        raise BadInput(f"'{path}' was trained for another task ({diff}): resume it with the same task")
     return ckpt
 
 # %% ../nbs/07_train.ipynb #7d270903
 def model_from_checkpoint(
     path: str | os.PathLike,  # a run folder, or its checkpoint.pt
 ) -> tuple[GPTModel, object]:  # (the model in eval mode on the CPU, its tokenizer)
-    "The trained model and the tokenizer of a checkpoint, ready for `generate`."
+    "The trained model and the tokenizer of a checkpoint, ready for `generate` (or a new head's scores)."
     ckpt = load_checkpoint(path)
+    task = ckpt.get("task", {})
+    if task.get("lora"):
+        raise BadInput(f"'{path}' holds LoRA adapters: load it with classify.classifier_from_checkpoint")
     model = GPTModel(ckpt["config"])
+    if task.get("n_out") is not None:  # a new output head (a classifier's): its size is in the checkpoint
+        width, bias = model.out_head.in_features, task.get("head_bias", False)
+        model.out_head = nn.Linear(width, task["n_out"], bias=bias)
     model.load_state_dict(ckpt["model"])
     return model.eval(), tokenizer_from_info(ckpt["tokenizer"])
 
@@ -635,7 +693,8 @@ def _stop_on_sigint() -> Iterator[dict]:
 def _open_folder(self: _Run, resume: bool) -> None:
     "Resuming: restore the folder's checkpoint. Else refuse to overwrite another run's, and make the folder."
     ckpt_file = self.out_dir / CHECKPOINT_NAME
-    if resume: self.restore(load_checkpoint(ckpt_file, self.config, self.tokenizer))  # on the CPU
+    if resume:  # the checkpoint, on the CPU, checked against this run's config, tokenizer and task
+        self.restore(load_checkpoint(ckpt_file, self.config, self.tokenizer, task=self.task))
     elif ckpt_file.exists():
         raise BadInput(f"'{self.out_dir}' holds another run ({CHECKPOINT_NAME}): resume it, or choose "
                          "another output folder (no checkpoint is overwritten)")
