@@ -210,3 +210,33 @@ def test_causal_attention_errors_and_the_repr():
     qkv = [f"  ({n}): Linear(in_features=3, out_features=4, bias=False)" for n in ("W_query", "W_key", "W_value")]
     assert repr(mha).splitlines() == ["MultiHeadAttention(", "  num_heads=2, head_dim=2, context_length=6, dropout=0.0",
                                       *qkv, "  (out_proj): Linear(in_features=4, out_features=4, bias=True)", ")"]
+
+
+# --- left-padded rows (chapter 5's closing section) -------------------------------------------------------
+
+def test_padded_rows_get_what_they_get_alone_and_padding_is_finite():
+    "Each row of a left-padded batch equals the row run alone; padding values never leak; no NaN."
+    from tiny_gpt.attention import padded_mask
+    torch.manual_seed(0)
+    mha = MultiHeadAttention(d_in=8, d_out=12, context_length=16, dropout=0.0, num_heads=3).eval()
+    lengths = [1, 16, 5]  # very different lengths, one row of a single position
+    rows = [torch.randn(1, n, 8) for n in lengths]
+    x = torch.cat([torch.cat([torch.randn(1, 16 - n, 8) * 100, r], 1) for n, r in zip(lengths, rows)])  # junk pads
+    pad = torch.tensor([16 - n for n in lengths])
+    with torch.no_grad():
+        out = mha(x, pad=pad)
+        assert torch.isfinite(out).all()
+        for i, (n, r) in enumerate(zip(lengths, rows)):
+            torch.testing.assert_close(out[i, 16 - n:], mha(r)[0], atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(out[i, 16 - n:], reference_attention(mha, r)[0].float(), atol=1e-5, rtol=1e-5)
+    m = padded_mask(torch.tensor([2]), start=3, t=2)  # 2 queries after 3 cached keys, 2 of them padding
+    assert m[0, 0].int().tolist() == [[0, 0, 1, 1, 0], [0, 0, 1, 1, 1]]
+
+
+def test_padded_mask_compiles_fullgraph():
+    torch.manual_seed(0)
+    mha = MultiHeadAttention(d_in=8, d_out=8, context_length=8, dropout=0.0, num_heads=2).eval()
+    x, pad = torch.randn(2, 8, 8), torch.tensor([3, 0])
+    with torch.no_grad():
+        torch.testing.assert_close(torch.compile(mha, fullgraph=True)(x, pad=pad), mha(x, pad=pad),
+                                   atol=1e-5, rtol=1e-5)

@@ -387,7 +387,7 @@ class OneAnswer(torch.nn.Module):
         self.trf_blocks = [None]  # one KV cache, left empty: `generate` then feeds the whole text each step
         self.weight = torch.nn.Parameter(torch.zeros(1))
 
-    def forward(self, ids, cache=None):
+    def forward(self, ids, cache=None, pad=None):
         if self.prompt_len is None: self.prompt_len = ids.shape[1]
         written = ids.shape[1] - self.prompt_len
         logits = torch.zeros(ids.shape[0], ids.shape[1], 50257)
@@ -419,3 +419,32 @@ def test_response_loss_counts_only_the_answer(data, tokenizer):
     with torch.no_grad(): expected = F.cross_entropy(model(x).flatten(0, 1), y.flatten()).item()
     assert loss == pytest.approx(expected, rel=1e-5)
     assert model.training  # restored
+
+
+def test_batched_responses_are_the_responses_one_at_a_time(data, tokenizer):
+    "Chapter 10's batches (left-padded, cached, eos per row) give each entry the tokens it gets alone."
+    from tiny_gpt.instruct import generate_responses_batched, response_ids_batched
+    from tiny_gpt.model import generate
+    small = SubsetTokenizer([format_input(e) + f"\n\n### Response:\n{e['output']}" for e in data[:40]], tokenizer)
+    cfg = {"vocab_size": small.get_n_vocab_tokens(), "context_length": 128, "emb_dim": 16, "n_heads": 2,
+           "n_layers": 1, "drop_rate": 0.0, "qkv_bias": False}
+    torch.manual_seed(0)
+    model = init_gpt2_weights(GPTModel(cfg)).eval()
+    entries = data[:12]
+    prompts = [small.encode(format_input(e)) for e in entries]
+    free = [generate(model, torch.tensor([p]), 20, 128)[0, len(p):].tolist() for p in prompts]
+    eos = free[0][4]  # a token the model writes, as end-of-text: rows stop at different steps, or never
+    batched = response_ids_batched(model, prompts, eos, max_new_tokens=20, batch_size=5)  # 5, 5, then 2
+    stops = 0
+    for prompt, ids in zip(prompts, batched):
+        alone = generate(model, torch.tensor([prompt]), 20, 128, eos_id=eos)[0, len(prompt):].tolist()
+        stops += eos in alone
+        alone = alone[:alone.index(eos)] if eos in alone else alone
+        k = next((i for i, (a, b) in enumerate(zip(alone, ids)) if a != b), None)
+        if k is None: assert len(alone) == len(ids)
+        else:  # a float32 rounding flip: the two best logits of the alone run were within 1e-4
+            with torch.no_grad(): best = model(torch.tensor([prompt + alone[:k]]))[0, -1].topk(2).values
+            assert best[0] - best[1] < 1e-4
+    assert 0 < stops < len(entries)  # some rows stopped early, some did not
+    one_at_a_time = generate_responses(model, entries, small, "cpu", max_new_tokens=20)
+    assert generate_responses_batched(model, entries, small, "cpu", max_new_tokens=20, batch_size=5) == one_at_a_time

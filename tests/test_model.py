@@ -388,3 +388,84 @@ def test_config_and_weight_loading_errors_name_the_fix(hf):
              "qkv_bias": True, "tie_embeddings": True}
     with pytest.raises(ValueError, match=r"wte.weight has shape \(50257, 64\) in the"):
         load_gpt2_weights(GPTModel(small), hf.state_dict())
+
+
+# --- many prompts at once: left padding (chapter 6's closing section) -------------------------------------
+
+def same_or_tied(model, alone: torch.Tensor, row: torch.Tensor, context_size: int, tol: float = 1e-4) -> bool:
+    "`row` equals `alone`, or first differs at a step where the two best logits of `alone` were within `tol`."
+    if row.shape != alone.shape: return False
+    differ = (alone != row).nonzero()
+    if len(differ) == 0: return True
+    k = int(differ[0])
+    with torch.no_grad(): best = model(alone[None, max(k - context_size, 0):k])[0, -1].topk(2).values
+    return bool(best[0] - best[1] < tol)
+
+
+PROMPTS = [[5], [3, 1, 4, 1, 5, 9, 2, 6, 5, 3, 5, 8, 9, 7], [2, 7, 1, 8]]  # 1, 14 and 4 tokens
+
+
+@pytest.mark.parametrize("use_cache", [True, False])
+@pytest.mark.parametrize("context_size", [16, 6])  # 6: the context is exceeded, the window slides
+def test_batched_greedy_equals_each_prompt_alone(use_cache, context_size):
+    from tiny_gpt.model import left_pad
+    model = small_model()
+    idx, pad = left_pad(PROMPTS, pad_id=0)
+    assert idx.shape == (3, 14) and pad.tolist() == [13, 0, 10]
+    together = generate(model, idx, 25, context_size, pad=pad, use_cache=use_cache)
+    for row, p, prompt in zip(together, pad, PROMPTS):
+        alone = generate(model, torch.tensor([prompt]), 25, context_size)[0]
+        assert same_or_tied(model, alone, row[p:], context_size)
+        assert (row[:p] == 0).all()  # the padding is kept as it was
+
+
+def test_same_or_tied_fails_on_a_real_difference():
+    "The check is not vacuous: a wrong token where the logits are far apart is refused."
+    model = small_model()
+    alone = generate(model, torch.tensor([PROMPTS[1]]), 10, 16)[0]
+    wrong = alone.clone()
+    with torch.no_grad(): logits = model(alone[None, :14])[0, -1]
+    wrong[14] = logits.argmin()  # the worst token instead of the best
+    assert not same_or_tied(model, alone, wrong, 16)
+
+
+def test_batched_eos_per_row_and_a_batch_of_one():
+    from tiny_gpt.model import left_pad
+    model = small_model()
+    alone = [generate(model, torch.tensor([p]), 20, 16)[0, len(p):] for p in PROMPTS]
+    eos = int(alone[2][3])  # the 4th token of the last row: other rows may write it sooner, later or never
+    idx, pad = left_pad(PROMPTS, pad_id=eos)
+    together = generate(model, idx, 20, 16, eos_id=eos, pad=pad)[:, idx.shape[1]:]
+    for row, a in zip(together, alone):
+        stop = (a == eos).nonzero()
+        n = int(stop[0]) + 1 if len(stop) else len(a)  # alone, with eos_id: it stops after writing it
+        assert torch.equal(row[:n], a[:n]) and (row[n:] == eos).all()  # finished rows write eos_id
+    one_idx, one_pad = left_pad([PROMPTS[1]])
+    assert one_pad.tolist() == [0]
+    assert torch.equal(generate(model, one_idx, 10, 16, pad=one_pad), generate(model, one_idx, 10, 16))
+
+
+def test_unpadded_path_unchanged_and_padded_errors():
+    from tiny_gpt.model import left_pad
+    model, fed = small_model(), []
+    x = torch.tensor([[1, 2, 3], [4, 5, 6]])
+    with torch.no_grad(): torch.testing.assert_close(model(x, None, torch.tensor([0, 0])), model(x))
+    idx, pad = left_pad(PROMPTS)
+    for bad in (torch.tensor([0, 0]), torch.tensor([14, 0, 0]), torch.tensor([-1, 0, 0]), [13, 0, 10]):
+        with pytest.raises(ValueError, match="pad must be a \\(3,\\) tensor .* make idx and pad with left_pad"):
+            generate(model, idx, 3, 16, pad=bad)
+    with pytest.raises(ValueError, match="context_size 17 is longer than the model's context_length 16"):
+        generate(model, idx, 3, 17, pad=pad)  # a window the model cannot read: one line, as unpadded
+    with pytest.raises(ValueError, match="non-empty token id lists"): left_pad([])
+    model.emb.tok_emb.register_forward_hook(lambda m, args, out: fed.append(args[0].shape[1]))
+    short_idx, short_pad = left_pad(PROMPTS[::2])  # 1 and 4 tokens, 5 more: within the context
+    generate(model, short_idx, 5, 16, pad=short_pad)
+    assert fed == [4, 1, 1, 1, 1]  # padded rows use the cache too: a prefill, then one position per token
+
+
+def test_padded_forward_compiles_fullgraph():
+    model = small_model(context_length=32).eval()
+    x, pad = torch.randint(0, 97, (2, 12), generator=torch.Generator().manual_seed(9)), torch.tensor([5, 0])
+    with torch.no_grad():
+        torch.testing.assert_close(torch.compile(model, fullgraph=True)(x, None, pad), model(x, None, pad),
+                                   atol=1e-5, rtol=1e-5)

@@ -13,7 +13,7 @@ from torch import nn
 from .checks import check_positive_ints, check_probability
 
 # %% auto #0
-__all__ = ['CausalAttention', 'MultiHeadAttention']
+__all__ = ['CausalAttention', 'MultiHeadAttention', 'padded_mask']
 
 # %% ../nbs/05_attention.ipynb #7354fb82
 def _check_input(x: torch.Tensor, d_in: int, context_length: int):
@@ -101,9 +101,12 @@ def split_heads(self: MultiHeadAttention,
     return tuple(proj(x).view(b, t, self.num_heads, self.head_dim).transpose(1, 2)
                  for proj in (self.W_query, self.W_key, self.W_value))
 
-def _attend(q, k, v, start: int, dropout_p: float) -> torch.Tensor:
+def _attend(q, k, v, start: int, dropout_p: float, pad: torch.Tensor | None = None) -> torch.Tensor:
     "Causal attention of t queries to the keys before them: `start` earlier (cached) keys, then their own."
     t = q.shape[2]
+    if pad is not None:  # rows padded on the left: the padding is hidden (closing section)
+        mask = padded_mask(pad, start, t)  # (b, 1, t, start + t)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
     if start == 0:  # no earlier keys: the causal triangle
         return F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=dropout_p)
     if t == 1:      # one query after the cached keys: every key is in its past, nothing to mask
@@ -116,6 +119,7 @@ def _attend(q, k, v, start: int, dropout_p: float) -> torch.Tensor:
 def forward(self: MultiHeadAttention,
             x: torch.Tensor,  # (batch, seq_len, d_in) input vectors, seq_len <= context_length
             cache=None,       # None; when generating, a KV cache of the earlier positions (closing section)
+            pad: torch.Tensor | None = None,  # None; (batch,) left padding of each row (closing section)
            ) -> torch.Tensor:  # (batch, seq_len, d_out)
     "Causal attention in every head at once (one fused kernel), then the output projection."
     _check_input(x, self.d_in, self.context_length)
@@ -123,6 +127,18 @@ def forward(self: MultiHeadAttention,
     q, k, v = self.split_heads(x)                 # (b, num_heads, t, head_dim) each
     start = 0 if cache is None else cache.pos     # positions before these: none, or the cached ones
     if cache is not None: k, v = cache.update(k, v)  # the cached keys and values, then these
-    context = _attend(q, k, v, start, self.dropout if self.training else 0.0)  # (b, num_heads, t, head_dim)
+    context = _attend(q, k, v, start, self.dropout if self.training else 0.0, pad)  # (b, heads, t, head_dim)
     context = context.transpose(1, 2).reshape(b, t, self.d_out)  # (b, t, num_heads * head_dim)
     return self.out_proj(context)                                 # (b, t, d_out)
+
+# %% ../nbs/05_attention.ipynb #993cad48
+def padded_mask(
+    pad: torch.Tensor,  # (batch,) padding positions at the left of each row
+    start: int,         # keys before the first query (cached ones)
+    t: int,             # queries
+) -> torch.Tensor:      # (batch, 1, t, start + t), True where a query may attend
+    "The causal mask of left-padded rows: no query sees a padding key, except a padding query itself."
+    keys = torch.arange(start + t, device=pad.device)                     # (start + t,)
+    queries = torch.arange(start, start + t, device=pad.device)[:, None]  # (t, 1)
+    real = keys >= pad[:, None, None, None]                               # (batch, 1, 1, start + t)
+    return (keys <= queries) & (real | (keys == queries))                 # (batch, 1, t, start + t)

@@ -25,8 +25,9 @@ from .checks import check_positive_ints
 
 # %% auto #0
 __all__ = ['GPT_CONFIG_124M', 'GPT2_PRESETS', 'GPT2_MODELS', 'LayerNorm', 'GELU', 'FeedForward', 'TransformerBlock', 'GPTModel',
-           'GPTConfig', 'gpt2_preset', 'init_gpt2_weights', 'next_token', 'KVCache', 'generate', 'gpt2_config_from_hf',
-           'gpt2_folder', 'load_gpt2_weights', 'gpt2_cell_ready', 'download_and_load_gpt2', 'load_weights_into_gpt']
+           'GPTConfig', 'gpt2_preset', 'init_gpt2_weights', 'next_token', 'KVCache', 'generate', 'left_pad',
+           'gpt2_config_from_hf', 'gpt2_folder', 'load_gpt2_weights', 'gpt2_cell_ready', 'download_and_load_gpt2',
+           'load_weights_into_gpt']
 
 # %% ../nbs/06_model.ipynb #afc47e3f
 GPT_CONFIG_124M = {
@@ -66,7 +67,7 @@ class GELU(nn.Module):
 class FeedForward(nn.Module):
     "emb_dim → 4·emb_dim → GELU → emb_dim, applied to each position alone."
     def __init__(self,
-                 cfg: Mapping | GPTConfig,  # the model's configuration: emb_dim, and bias (optional, True)
+                 cfg: Mapping,  # the model's configuration (a dict, or a GPTConfig): emb_dim, bias (optional)
                 ):
         super().__init__()
         d, bias = cfg["emb_dim"], cfg.get("bias", True)
@@ -80,7 +81,7 @@ class FeedForward(nn.Module):
 class TransformerBlock(nn.Module):
     "Pre-norm block: x + attention(norm(x)), then x + feed_forward(norm(x)); shapes unchanged."
     def __init__(self,
-                 cfg: Mapping | GPTConfig,  # the model's configuration
+                 cfg: Mapping,  # the model's configuration (a dict, or a GPTConfig)
                 ):
         super().__init__()
         d, bias = cfg["emb_dim"], cfg.get("bias", True)
@@ -95,7 +96,7 @@ class TransformerBlock(nn.Module):
 class GPTModel(nn.Module):
     "A GPT: (batch, seq_len) token ids → (batch, seq_len, vocab_size) next-token logits."
     def __init__(self,
-                 cfg: Mapping | GPTConfig,  # a dict (GPT_CONFIG_124M) or a GPTConfig (gpt2_preset)
+                 cfg: Mapping,  # a dict (GPT_CONFIG_124M) or a GPTConfig (gpt2_preset)
                 ):
         super().__init__()
         self.cfg = cfg = GPTConfig.of(cfg)  # the dict's keys checked, bias and tie_embeddings added
@@ -136,7 +137,7 @@ class GPTConfig:
 # %% ../nbs/06_model.ipynb #77ab20f5
 @patch(cls_method=True)
 def of(cls: GPTConfig,
-       cfg: Mapping | GPTConfig,  # a dict like GPT_CONFIG_124M, or a GPTConfig
+       cfg: Mapping,  # a dict like GPT_CONFIG_124M, or a GPTConfig
       ) -> GPTConfig:
     "`cfg` as a `GPTConfig`: a dict converted, a `GPTConfig` as it is."
     if isinstance(cfg, GPTConfig): return cfg
@@ -238,9 +239,10 @@ class KVCache:
 def forward(self: TransformerBlock,
             x: torch.Tensor,               # (batch, seq_len, emb_dim)
             cache: KVCache | None = None,  # None; when generating, this block's KV cache
+            pad: torch.Tensor | None = None,  # None; (batch,) left padding of each row (see `left_pad`)
            ) -> torch.Tensor:              # same shape
     "x + attention(norm(x)), then x + feed_forward(norm(x)); attention reads and fills `cache` if given."
-    x = x + self.drop_shortcut(self.att(self.norm1(x), cache))  # tokens look at earlier tokens
+    x = x + self.drop_shortcut(self.att(self.norm1(x), cache, pad))  # tokens look at earlier tokens
     x = x + self.drop_shortcut(self.ff(self.norm2(x)))   # each position thinks alone
     return x
 
@@ -249,18 +251,22 @@ def forward(self: TransformerBlock,
 def forward(self: GPTModel,
             ids: torch.Tensor,          # (batch, seq_len) token ids, seq_len <= context_length
             cache: list | None = None,  # None; when generating, one KVCache per block
+            pad: torch.Tensor | None = None,  # None; (batch,) left padding of each row (see `left_pad`)
+            last: bool = False,         # only the last position's logits (batch, 1, vocab_size): generation's
            ) -> torch.Tensor:           # (batch, seq_len, vocab_size) logits
     "Next-token logits of every position; with `cache`, of the new positions after the cached ones."
     start = 0 if cache is None else cache[0].pos  # the position of the first id
-    x = self.drop_emb(self.emb(ids, start))  # (batch, seq_len, emb_dim)
-    if cache is None: x = self.trf_blocks(x)  # same shape
+    x = self.emb(ids, start) if pad is None else _embed_padded(self.emb, ids, start, pad)
+    x = self.drop_emb(x)  # (batch, seq_len, emb_dim)
+    if cache is None and pad is None: x = self.trf_blocks(x)  # same shape
     else:
-        for block, block_cache in zip(self.trf_blocks, cache): x = block(x, block_cache)
-    return self.out_head(self.final_norm(x))
+        for i, block in enumerate(self.trf_blocks): x = block(x, None if cache is None else cache[i], pad)
+    x = self.final_norm(x)
+    return self.out_head(x[:, -1:] if last else x)  # the head is the costliest layer: skip what is not read
 
 # %% ../nbs/06_model.ipynb #50b7c44c
-def _check_generate_args(model, idx, max_new_tokens, context_size, temperature, top_k, top_p):
-    "Clear errors for arguments `generate` cannot use."
+def _check_generate_args(model, idx, max_new_tokens, context_size, temperature, top_k, top_p, pad=None):
+    "Clear errors for arguments `generate` cannot use; the padding to use (None: no row is padded)."
     if not isinstance(idx, torch.Tensor) or idx.ndim != 2 or idx.shape[1] == 0:
         raise ValueError("idx must be a (batch, seq_len) tensor of token ids with seq_len >= 1; "
                          "for one sequence use torch.tensor([ids])")
@@ -273,14 +279,31 @@ def _check_generate_args(model, idx, max_new_tokens, context_size, temperature, 
     if not temperature >= 0: raise ValueError(f"temperature must be >= 0 (0: greedy), got {temperature!r}")
     if top_p is not None and not 0 < top_p <= 1:
         raise ValueError(f"top_p must be in (0, 1] or None, got {top_p!r}")
+    if pad is not None and (not isinstance(pad, torch.Tensor) or pad.shape != idx.shape[:1]
+                            or bool((pad < 0).any() | (pad >= idx.shape[1]).any())):
+        raise ValueError(f"pad must be a ({len(idx)},) tensor of each row's left padding, from 0 to "
+                         f"{idx.shape[1] - 1} (a row keeps a token): make idx and pad with left_pad")
+    return pad if pad is not None and bool(pad.any()) else None  # no padding: no mask
 
-def _next_logits(model, idx: torch.Tensor, context_size: int, caches: list | None) -> torch.Tensor:
+# %% ../nbs/06_model.ipynb #c23722f4
+def _last_logits(model, ids: torch.Tensor, caches: list | None, pad) -> torch.Tensor:
+    "The last position's logits (batch, vocab_size); a GPTModel computes its output head for it alone."
+    if isinstance(model, GPTModel): return model(ids, caches, pad, last=True)[:, -1]
+    return (model(ids) if caches is None and pad is None else model(ids, caches, pad))[:, -1]  # any model
+
+def _next_logits(model, idx: torch.Tensor, context_size: int, caches: list | None, pad=None, live=None):
     "Logits of the next token (batch, vocab_size): the whole cropped window, or only what the caches lack."
-    if caches is None: return model(idx[:, -context_size:])[:, -1]
+    if live is not None:  # only the rows still writing are computed; the others get zeros (see left_pad)
+        logits = _next_logits(model, idx[live], context_size, caches, None if pad is None else pad[live])
+        return logits.new_zeros(len(idx), logits.shape[-1]).index_copy(0, live, logits)
+    def window_pad(first): return None if pad is None else (pad.to(idx.device) - first).clamp(min=0)
+    cut = max(idx.shape[1] - context_size, 0)  # the columns cropped away
+    if caches is None: return _last_logits(model, idx[:, cut:], None, window_pad(cut))
     if caches[0].pos in (0, caches[0].capacity):  # empty, or full: (re)fill from the cropped window
         for cache in caches: cache.reset()
-        return model(idx[:, -context_size:], caches)[:, -1]
-    return model(idx[:, -1:], caches)[:, -1]      # one new position
+        return _last_logits(model, idx[:, cut:], caches, window_pad(cut))
+    first = idx.shape[1] - 1 - caches[0].pos      # the column the cache starts at
+    return _last_logits(model, idx[:, -1:], caches, window_pad(first))  # one new position
 
 # %% ../nbs/06_model.ipynb #32c5c408
 @torch.no_grad()
@@ -294,21 +317,54 @@ def generate(
     eos_id: int | None = None,   # stop once every sequence has written this token (e.g. <|endoftext|>)
     use_cache: bool = True,      # KV cache: one position per new token instead of the whole window
     top_p: float | None = None,  # sample only among the best tokens whose probability sums to top_p
+    pad: torch.Tensor | None = None,  # (batch,) left padding of each row of idx, from `left_pad`
 ) -> torch.Tensor:               # (batch, n_tokens + new tokens) prompt and continuation
     "Continue `idx` token by token on the model's device; the ids come back on the prompt's device."
-    _check_generate_args(model, idx, max_new_tokens, context_size, temperature, top_k, top_p)
+    pad = _check_generate_args(model, idx, max_new_tokens, context_size, temperature, top_k, top_p, pad)
     home, idx = idx.device, idx.to(next(model.parameters()).device)  # a prompt from any device
     capacity = min(context_size, idx.shape[1] + max_new_tokens)
     cache = [KVCache(capacity) for _ in model.trf_blocks] if use_cache else None  # one per block
-    done = None  # (batch, 1) rows that wrote eos_id
+    done = live = None  # (batch, 1) rows that wrote eos_id; greedy: the rows still writing (see left_pad)
     for _ in range(max_new_tokens):
-        idx_next = next_token(_next_logits(model, idx, context_size, cache), temperature, top_k, top_p)
+        logits = _next_logits(model, idx, context_size, cache, pad, live)  # (batch, vocab_size)
+        idx_next = next_token(logits, temperature, top_k, top_p)
         if eos_id is not None:
             if done is not None: idx_next = idx_next.masked_fill(done, eos_id)
             done = idx_next == eos_id if done is None else done | (idx_next == eos_id)
         idx = torch.cat((idx, idx_next), dim=1)  # (batch, n_tokens + 1)
         if done is not None and bool(done.all()): break
+        if done is not None and temperature == 0: live = _drop_finished(done, live, cache)
     return idx.to(home)  # back where the prompt was
+
+# %% ../nbs/06_model.ipynb #cd73e617
+def left_pad(
+    prompts: list[list[int]],  # the token ids of each prompt, one token at least each
+    pad_id: int = 0,           # the filler id (never read: the mask hides it)
+) -> tuple[torch.Tensor, torch.Tensor]:  # idx (batch, longest), pad (batch,)
+    "Prompts of different lengths as one batch, padded on the left, and each row's padding."
+    if not prompts or not all(len(p) for p in prompts):
+        raise ValueError("prompts must be a non-empty list of non-empty token id lists")
+    n = max(len(p) for p in prompts)
+    idx = torch.tensor([[pad_id] * (n - len(p)) + list(p) for p in prompts])  # (batch, n)
+    return idx, torch.tensor([n - len(p) for p in prompts])
+
+def _embed_padded(emb, ids: torch.Tensor, start: int, pad: torch.Tensor) -> torch.Tensor:
+    "Token plus position vectors of left-padded rows: each row's first real token at position 0."
+    ids = emb.checked_ids(ids, start)
+    positions = torch.arange(start, start + ids.shape[1], device=ids.device) - pad[:, None]  # (b, t)
+    return emb.tok_emb(ids) + emb.pos_emb(positions.clamp(min=0))  # padding: position 0, never read
+
+@patch
+def keep_rows(self: KVCache, rows: torch.Tensor) -> None:
+    "Keep the sequences where `rows` (batch,) is True: finished ones leave the batch."
+    if self.keys is not None: self.keys, self.values = self.keys[rows], self.values[rows]
+
+def _drop_finished(done: torch.Tensor, live: torch.Tensor | None, caches: list | None) -> torch.Tensor | None:
+    "The rows still writing (None: all), their caches cut to them: a finished row costs nothing more."
+    still = ~done[:, 0] if live is None else ~done[live, 0]  # among the rows computed so far
+    if bool(still.all()): return live
+    for cache in caches or []: cache.keep_rows(still)
+    return (~done[:, 0]).nonzero()[:, 0]
 
 # %% ../nbs/06_model.ipynb #c6b00002
 @patch(as_prop=True)
