@@ -361,18 +361,22 @@ def float_options() -> list[tuple[str, str]]:
     "(command, option) for every float option of every command, read from the parser itself."
     import argparse
     from tiny_gpt.cli import _parser
-    commands = next(a for a in _parser()._actions if isinstance(a, argparse._SubParsersAction)).choices
+    from tiny_gpt.commands import SUBCOMMANDS
+    commands = next(a for a in _parser(SUBCOMMANDS)._actions if isinstance(a, argparse._SubParsersAction)).choices
     return [(name, action.option_strings[0]) for name, p in commands.items() for action in p._actions
             if action.type is float]
 
 
-REQUIRED = {"prepare": ["in.txt", "--out", "store"], "train": ["in.txt", "--out", "run"], "generate": ["Hi"]}
+REQUIRED = {"prepare": ["in.txt", "--out", "store"], "train": ["in.txt", "--out", "run"], "generate": ["Hi"],
+            "finetune-classifier": ["data.tsv", "--out", "run"], "classify": ["--checkpoint", "run", "Hi"],
+            "finetune-instruct": ["data.json", "--out", "run"], "chat": ["--checkpoint", "run"],
+            "score": ["responses.json"]}
 
 
 @pytest.mark.parametrize("command, option", float_options())
 @pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
 def test_every_float_option_refuses_non_finite_numbers(tmp_path, monkeypatch, capsys, command, option, value):
-    from tiny_gpt.cli import main
+    from tiny_gpt.commands import main
     monkeypatch.chdir(tmp_path)  # nothing may be written: the check comes before the command runs
     assert main([command, *REQUIRED.get(command, []), f"{option}={value}"]) == 2  # -inf: not an option
     err = capsys.readouterr().err

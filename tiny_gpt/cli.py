@@ -649,12 +649,14 @@ def _subcommands() -> tuple:
     "The functions that add the subcommands, in the order `tiny-gpt --help` lists them."
     return (add_demo_parser, add_prepare_parser, add_train_parser, add_generate_parser, add_download_parser)
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(
+    subcommands: Sequence | None = None,  # functions that add subcommands; None: this chapter's
+) -> argparse.ArgumentParser:
     "The argument parser of `tiny-gpt`."
     parser = argparse.ArgumentParser(prog="tiny-gpt", description="tiny_gpt: a GPT, chapter by chapter.")
     parser.add_argument("--version", action="version", version=f"tiny_gpt {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for add in _subcommands(): add(commands)
+    for add in subcommands or _subcommands(): add(commands)
     return parser
 
 # %% ../nbs/08_cli.ipynb #bffa0777
@@ -665,12 +667,13 @@ def _quiet_broken_pipe() -> int:
     return 1
 
 def main(
-    argv: Sequence[str] | None = None,  # the arguments; None: sys.argv[1:]
+    argv: Sequence[str] | None = None,         # the arguments; None: sys.argv[1:]
+    subcommands: Sequence | None = None,        # functions that add subcommands; None: this chapter's
 ) -> int:
     "Entry point of the `tiny-gpt` console command; returns the exit status."
     for stream in (sys.stdout, sys.stderr):
         if hasattr(stream, "reconfigure"): stream.reconfigure(errors="replace")
-    args = _parser().parse_args(argv)
+    args = _parser(subcommands).parse_args(argv)
     try:
         _check_finite(args)  # nan and inf, in every float option of every command
         status = args.run(args)
