@@ -1,4 +1,8 @@
-"""The `tiny-gpt` console command, run as a user runs it: the installed script, in a separate process."""
+"""The `tiny-gpt` console command, run as a user runs it: the installed script, in a separate process.
+The bad-input batteries call the same `main` in this process (`run_here`): a process start per case costs
+seconds on a 2-core machine and tests nothing the separate-process tests do not."""
+import contextlib
+import io
 import os
 import shutil
 import subprocess
@@ -16,6 +20,17 @@ def run(*args, exe=None, **env):
     merged = {**os.environ, "PYTHONIOENCODING": "utf-8", **env}
     return subprocess.run([*(exe or [EXE]), *map(str, args)], capture_output=True, text=True, encoding="utf-8",
                           env=merged, timeout=900, stdin=subprocess.DEVNULL)
+
+
+def run_here(*args, **env) -> subprocess.CompletedProcess:
+    "`tiny-gpt args` in this process: the console script's own `main`, its output and exit status captured."
+    from unittest import mock
+    from tiny_gpt.commands import main
+    out, err = io.StringIO(), io.StringIO()
+    with mock.patch.dict(os.environ, env), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try: status = main(list(map(str, args)))
+        except SystemExit as e: status = e.code  # argparse's own exits
+    return subprocess.CompletedProcess(args, status, out.getvalue(), err.getvalue())
 
 
 def offline_env(folder: Path) -> dict:
@@ -143,7 +158,7 @@ def test_demo_falls_back_to_the_sample_text_offline(tmp_path):
     ("empty", lambda p: (p / "empty.txt").write_bytes(b"") or p / "empty.txt", "has 0 GPT-2 tokens"),
 ])
 def test_bad_file_is_one_line_and_status_2(tmp_path, name, make, message):
-    out = run("demo", make(tmp_path))
+    out = run_here("demo", make(tmp_path))
     assert out.returncode == 2, (name, out.returncode, out.stderr)
     assert out.stderr.startswith("tiny-gpt: error: ") and message in out.stderr, out.stderr
     assert out.stderr.count("\n") == 1 and "Traceback" not in out.stderr
@@ -193,19 +208,19 @@ def test_prepare_round_trip(tmp_path):
     from tiny_gpt.tokenizers import TikTokenizer
     text = "The keeper climbed the steps and lit the lamp.\nThe sea was rough that night.\n"
     (tmp_path / "doc.txt").write_text(text, encoding="utf-8")
-    out = run("prepare", tmp_path / "doc.txt", "--out", tmp_path / "store", "--workers", 0)
+    out = run_here("prepare", tmp_path / "doc.txt", "--out", tmp_path / "store", "--workers", 0)
     assert out.returncode == 0, out.stderr
     assert "wrote shard 0/1" in out.stdout
     tok = TikTokenizer()
     opened = store.open_store(tmp_path / "store")
     ids = np.concatenate(opened.shards).tolist()
     assert ids == tok.encode(text) + [tok.eot_token]  # one document, closed by <|endoftext|>
-    demo = run("demo", tmp_path / "doc.txt")  # and the same text is too short for the demo: a clear error
+    demo = run_here("demo", tmp_path / "doc.txt")  # and the same text is too short for the demo: a clear error
     assert_one_line_error(demo, "the demo needs at least 26")
 
 
 def test_prepare_errors_are_one_line(tmp_path):
-    assert_one_line_error(run("prepare", tmp_path / "nope.txt", "--out", tmp_path / "store"), "nope.txt")
+    assert_one_line_error(run_here("prepare", tmp_path / "nope.txt", "--out", tmp_path / "store"), "nope.txt")
 
 
 def test_prepare_refuses_an_existing_store_unless_overwrite(tmp_path):
@@ -213,13 +228,13 @@ def test_prepare_refuses_an_existing_store_unless_overwrite(tmp_path):
     from tiny_gpt import store
     (tmp_path / "a.txt").write_text("The first store.", encoding="utf-8")
     (tmp_path / "b.txt").write_text("A second text, quite different.", encoding="utf-8")
-    assert run("prepare", tmp_path / "a.txt", "--out", tmp_path / "s", "--quiet").returncode == 0
+    assert run_here("prepare", tmp_path / "a.txt", "--out", tmp_path / "s", "--quiet", "--workers", 0).returncode == 0
     first = store.open_store(tmp_path / "s").shards[0].tolist()
-    out = run("prepare", tmp_path / "b.txt", "--out", tmp_path / "s")
+    out = run_here("prepare", tmp_path / "b.txt", "--out", tmp_path / "s")
     assert_one_line_error(out, "already holds shard 0/1", "--overwrite")
     assert "overwrite=True" not in out.stderr  # the command line's own words
     assert store.open_store(tmp_path / "s").shards[0].tolist() == first
-    out = run("prepare", tmp_path / "b.txt", "--out", tmp_path / "s", "--overwrite")
+    out = run_here("prepare", tmp_path / "b.txt", "--out", tmp_path / "s", "--overwrite", "--workers", 0)
     assert out.returncode == 0, out.stderr
     assert store.open_store(tmp_path / "s").shards[0].tolist() != first
 
@@ -227,9 +242,9 @@ def test_prepare_refuses_an_existing_store_unless_overwrite(tmp_path):
 def test_prepare_refuses_mixed_splittings(tmp_path):
     "Today's trap: --shard 0/2 into a folder of a 0/1 store was accepted and failed when loading, with a traceback."
     (tmp_path / "a.txt").write_text("Some words here.", encoding="utf-8")
-    assert run("prepare", tmp_path / "a.txt", "--out", tmp_path / "s", "--quiet").returncode == 0
+    assert run_here("prepare", tmp_path / "a.txt", "--out", tmp_path / "s", "--quiet", "--workers", 0).returncode == 0
     for extra in ([], ["--overwrite"]):
-        out = run("prepare", tmp_path / "a.txt", "--out", tmp_path / "s", "--shard", "0/2", *extra)
+        out = run_here("prepare", tmp_path / "a.txt", "--out", tmp_path / "s", "--shard", "0/2", *extra)
         assert_one_line_error(out, "shard 0/2 would mix two splittings")
     assert sorted(p.name for p in (tmp_path / "s").glob("*.json")) == ["shard-00000-of-00001.json"]
 
@@ -237,7 +252,7 @@ def test_prepare_refuses_mixed_splittings(tmp_path):
 def test_prepare_refuses_an_input_without_tokens(tmp_path):
     "Today's trap: an empty input made a store that failed only when loading."
     (tmp_path / "empty.txt").write_bytes(b"")
-    assert_one_line_error(run("prepare", tmp_path / "empty.txt", "--out", tmp_path / "s"), "holds no text")
+    assert_one_line_error(run_here("prepare", tmp_path / "empty.txt", "--out", tmp_path / "s"), "holds no text")
     assert not (tmp_path / "s").exists()
 
 
@@ -245,14 +260,14 @@ def test_prepare_refuses_an_input_without_tokens(tmp_path):
 def test_a_failed_prepare_leaves_nothing_behind(tmp_path, content):
     "Today's trap: a failed prepare left an empty --out folder."
     (tmp_path / "in.txt").write_bytes(content)
-    assert_one_line_error(run("prepare", tmp_path / "in.txt", "--out", tmp_path / "s"), "in.txt")
+    assert_one_line_error(run_here("prepare", tmp_path / "in.txt", "--out", tmp_path / "s"), "in.txt")
     assert not (tmp_path / "s").exists()
 
 
 def test_prepare_out_naming_a_file(tmp_path):
     "Today's trap: `[Errno 17] File exists`."
     (tmp_path / "a.txt").write_text("Some words here.", encoding="utf-8")
-    out = run("prepare", tmp_path / "a.txt", "--out", tmp_path / "a.txt")
+    out = run_here("prepare", tmp_path / "a.txt", "--out", tmp_path / "a.txt")
     assert_one_line_error(out, "a.txt' is a file; a token store is a folder")
     assert "Errno" not in out.stderr
 
@@ -267,7 +282,7 @@ def test_prepare_out_naming_a_file(tmp_path):
 def test_prepare_errors_speak_the_flag_names(tmp_path, option, value, message):
     "Today's trap: `--val-fraction 1.5` was reported as `val_fraction`."
     (tmp_path / "a.txt").write_text("Some words here.", encoding="utf-8")
-    out = run("prepare", tmp_path / "a.txt", "--out", tmp_path / "s", option, value)
+    out = run_here("prepare", tmp_path / "a.txt", "--out", tmp_path / "s", option, value)
     assert_one_line_error(out, message)
     if "-" in option[2:]: assert option[2:].replace("-", "_") not in out.stderr  # no Python parameter names
     assert not (tmp_path / "s").exists()
@@ -396,13 +411,13 @@ def test_the_float_options_are_the_ones_we_know():
 def test_generate_with_a_file_that_is_not_weights_is_one_line(tmp_path, content):
     "Today's trap: `tiny-gpt generate hello --weights some.txt` ended in torch.load's pickle error."
     (tmp_path / "some.txt").write_bytes(content)
-    out = run("generate", "hello", "--weights", tmp_path / "some.txt", "--device", "cpu")
+    out = run_here("generate", "hello", "--weights", tmp_path / "some.txt", "--device", "cpu")
     assert_one_line_error(out, "--weights 'some.txt' is not a weights file", "model.safetensors")
     assert out.stdout == ""
 
 
 def test_generate_with_weights_that_name_nothing_is_one_line(tmp_path):
-    out = run("generate", "hello", "--weights", tmp_path / "gpt-2", "--device", "cpu")
+    out = run_here("generate", "hello", "--weights", tmp_path / "gpt-2", "--device", "cpu")
     assert_one_line_error(out, "no file or folder at", "not a GPT-2 name: choose one of gpt2")
 
 
