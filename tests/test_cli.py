@@ -403,7 +403,10 @@ def test_the_float_options_are_the_ones_we_know():
     "A new float option is covered by the test above; this list only shows which ones it covers."
     assert set(float_options()) == {("prepare", "--val-fraction"), ("prepare", "--chunk-mb"), ("train", "--lr"),
                                     ("train", "--min-lr"), ("train", "--weight-decay"), ("train", "--grad-clip"),
-                                    ("generate", "--temperature")}
+                                    ("generate", "--temperature"), ("finetune-classifier", "--val-fraction"),
+                                    ("finetune-classifier", "--lora-alpha"), ("finetune-classifier", "--lr"),
+                                    ("finetune-instruct", "--lora-alpha"), ("finetune-instruct", "--lr"),
+                                    ("chat", "--temperature"), ("score", "--timeout")}
 
 
 @pytest.mark.parametrize("content", [b"Some notes, not weights.\n", b"", bytes(range(256))],

@@ -448,3 +448,61 @@ def test_batched_responses_are_the_responses_one_at_a_time(data, tokenizer):
     assert 0 < stops < len(entries)  # some rows stopped early, some did not
     one_at_a_time = generate_responses(model, entries, small, "cpu", max_new_tokens=20)
     assert generate_responses_batched(model, entries, small, "cpu", max_new_tokens=20, batch_size=5) == one_at_a_time
+
+
+# --- the library's train on instructions: checkpoints and an exact resume ---------------------------------
+
+SAY = [{"instruction": f"Say {w}.", "input": "" if i % 2 else w, "output": f"{w.title()}."}
+       for i, w in enumerate(["one", "two", "three", "four", "five", "six", "seven", "eight"] * 3)]
+
+
+def _library_run(out_dir, tok, stop_after=None, resume=False, lora=None, mask=False):
+    "A tiny model fine-tuned by `train` on SAY for 6 steps in `out_dir`: (model, history)."
+    from tiny_gpt.instruct import instruction_loader, instruction_task
+    from tiny_gpt.lora import replace_linear_with_lora
+    from tiny_gpt.train import train
+    torch.manual_seed(1)
+    cfg = {"vocab_size": tok.get_n_vocab_tokens(), "context_length": 64, "emb_dim": 16, "n_heads": 2,
+           "n_layers": 1, "drop_rate": 0.1, "qkv_bias": False}  # dropout on: the RNG states must resume too
+    model = init_gpt2_weights(GPTModel(cfg))
+    if lora:
+        for p in model.parameters(): p.requires_grad = False
+        replace_linear_with_lora(model, *lora)
+    loader = instruction_loader(InstructionDataset(SAY[:20], tok, mask), 4, pad_token_id=tok.eot_token,
+                                allowed_max_length=64, seed=7)
+    val = instruction_loader(InstructionDataset(SAY[20:], tok), 4, shuffle=False, drop_last=False,
+                             pad_token_id=tok.eot_token, allowed_max_length=64)
+    history = train(model, loader, val, device="cpu", out_dir=out_dir, resume=resume, tokenizer=tok,
+                    task=instruction_task(tok, mask, lora), max_steps=7, lr=1e-2, warmup_steps=2,
+                    eval_interval=3, eval_iters=2, progress=False, stop_after=stop_after)
+    return model, history
+
+
+@pytest.mark.parametrize("lora, mask", [(None, False), ((2, 4.0), True)])
+def test_a_stopped_instruction_run_resumes_bit_for_bit(tmp_path, tokenizer, lora, mask):
+    "Past an epoch's end (5 batches an epoch, 7 steps), with dropout, LoRA and masking: the same weights."
+    from tiny_gpt.instruct import instruct_model_from_checkpoint
+    tok = SubsetTokenizer([format_input(e) + f"\n\n### Response:\n{e['output']}" for e in SAY], tokenizer)
+    whole, whole_history = _library_run(tmp_path / "whole", tok, lora=lora, mask=mask)
+    _, stopped = _library_run(tmp_path / "stopped", tok, stop_after=4, lora=lora, mask=mask)
+    assert stopped["stopped_at"]["step"] == 4
+    resumed, resumed_history = _library_run(tmp_path / "stopped", tok, resume=True, lora=lora, mask=mask)
+    assert all(torch.equal(a, b) for a, b in zip(whole.state_dict().values(), resumed.state_dict().values()))
+    assert resumed_history["eval"]["val_loss"] == whole_history["eval"]["val_loss"]
+    loaded, loaded_tok, info = instruct_model_from_checkpoint(tmp_path / "stopped")
+    assert loaded_tok.base_ids == tok.base_ids and loaded_tok.eot_token == tok.eot_token
+    assert info["lora"] == (None if lora is None else {"rank": 2, "alpha": 4.0}) and info["mask_instruction"] == mask
+    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), whole.state_dict().values()))
+
+
+def test_instruct_model_from_checkpoint_refuses_other_models(tmp_path):
+    from tiny_gpt.instruct import instruct_model_from_checkpoint
+    from tiny_gpt.checks import BadInput
+    from tiny_gpt.train import train
+    from tiny_gpt.data import tiny_data_loader
+    cfg = {"vocab_size": 50257, "context_length": 8, "emb_dim": 8, "n_heads": 1, "n_layers": 1,
+           "drop_rate": 0.0, "qkv_bias": False}
+    loader = tiny_data_loader(torch.arange(200), batch_size=2, max_length=8, stride=8, seed=0)
+    train(init_gpt2_weights(GPTModel(cfg)), loader, device="cpu", out_dir=tmp_path, max_steps=1, progress=False)
+    with pytest.raises(BadInput, match="holds a next_token model, not one fine-tuned on instructions"):
+        instruct_model_from_checkpoint(tmp_path)

@@ -6,10 +6,427 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
+import signal
+import sys
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
 
+import torch
+
+from .checks import BadInput
+from .cli import (_check_run_folder, _checked_device, _generate_config, _load_for_cli, _report,
+                          _weights_path)
+from .instruct import (InstructionDataset, SubsetTokenizer, check_instruction_data, format_input,
+                               instruct_model_from_checkpoint, instruct_tokenizer, instruction_loader,
+                               instruction_task, judge_responses, response_loss, rouge_l_score)
+from .lora import merge_lora, replace_linear_with_lora
+from .model import GPTModel, KVCache, _next_logits, generate, init_gpt2_weights, next_token
+from .tokenizers import TikTokenizer
+from .train import TrainSettings, load_checkpoint, model_from_checkpoint, train
 
 # %% auto #0
-__all__ = ['SUBCOMMANDS']
+__all__ = ['LAYOUT', 'SMALL_MODEL', 'SMALL_MODEL_NOTE', 'RESPONSE_HEADING', 'SUBCOMMANDS', 'read_instruction_file',
+           'starting_model', 'instruct_loaders', 'run_finetune_instruct', 'add_finetune_instruct_parser', 'stream_ids',
+           'stream_text', 'answer', 'chat_session', 'pipe_entries', 'terminal_entries', 'run_chat', 'add_chat_parser',
+           'run_score', 'add_score_parser']
+
+# %% ../nbs/10a_chat.ipynb #54c6a0c4
+LAYOUT = ('a JSON list, or JSON Lines, of {"instruction": ..., "input": ..., "output": ...} objects '
+          '("input" may be left out)')
+
+def _json_lines(text: str, name: str) -> list:
+    "The objects of a JSON Lines text, one per non-blank line; BadInput names a line that is not JSON."
+    entries = []
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip(): continue
+        try: entries.append(json.loads(line))
+        except json.JSONDecodeError as e:
+            raise BadInput(f"'{name}' line {n} is not JSON ({e.msg}): expected {LAYOUT}") from None
+    return entries
+
+def _parsed(text: str, name: str) -> list:
+    "A JSON list (the text starts with '['), else JSON Lines."
+    if not text.lstrip().startswith("["): return _json_lines(text, name)
+    try: return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise BadInput(f"'{name}' is not JSON ({e.msg}, line {e.lineno}): expected {LAYOUT}") from None
+
+# %% ../nbs/10a_chat.ipynb #eab9c03c
+def read_instruction_file(
+    path: str | Path,             # a JSON list or JSON Lines file
+    extra_keys: tuple = (),       # keys each entry must also have, e.g. ("model_response",)
+) -> list[dict]:
+    "The entries of an instruction file, `input` filled in where it is missing; BadInput names a bad one."
+    path = Path(path)
+    if not path.is_file(): raise BadInput(f"no file at '{path}': pass a JSON or JSON Lines file of {LAYOUT}")
+    try: text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError: raise BadInput(f"'{path}' is not UTF-8 text: expected {LAYOUT}") from None
+    if not text.strip(): raise BadInput(f"'{path}' is empty: expected {LAYOUT}")
+    entries = _parsed(text, str(path))
+    entries = [{"input": "", **e} if isinstance(e, dict) else e for e in entries]
+    try: check_instruction_data(entries, f"'{path}'")
+    except ValueError as e: raise BadInput(str(e)) from None
+    for i, entry in enumerate(entries):
+        if missing := [k for k in extra_keys if not isinstance(entry.get(k), str)]:
+            raise BadInput(f"'{path}': entry {i} has no text {missing[0]!r}: each entry needs one")
+    return entries
+
+# %% ../nbs/10a_chat.ipynb #9af6f8bf
+SMALL_MODEL = dict(context_length=128, emb_dim=64, n_heads=4, n_layers=2, drop_rate=0.0, qkv_bias=False,
+                   tie_embeddings=True)  # chapter 10's small model; vocab_size: the data's tokens
+
+SMALL_MODEL_NOTE = ("tiny-gpt: note: no --weights or --checkpoint: a small model from random weights; it "
+                    "learns the form of an answer, not its content (pass --weights gpt2 for that)")
+
+def _checkpoint_model(path: str) -> tuple[GPTModel, object]:
+    "The model and tokenizer of a `train` or `finetune-instruct` run (LoRA adapters merged into the weights)."
+    task = load_checkpoint(path).get("task", {"name": "next_token"})
+    if task["name"] == "instruction":
+        model, tokenizer, info = instruct_model_from_checkpoint(path)
+        return (merge_lora(model) if info["lora"] else model), tokenizer
+    if task["name"] != "next_token":
+        raise BadInput(f"--checkpoint '{path}' holds a {task['name']} model: pass a run of tiny-gpt train "
+                       "or tiny-gpt finetune-instruct")
+    return model_from_checkpoint(path)
+
+# %% ../nbs/10a_chat.ipynb #7060c03b
+def starting_model(
+    weights: str | None,     # GPT-2 weights: a name, file or folder (--weights)
+    checkpoint: str | None,  # a run folder (--checkpoint)
+    texts: list[str],        # the data's texts: the small model's vocabulary
+) -> tuple[GPTModel, object]:  # (model, tokenizer)
+    "The model to fine-tune and its tokenizer: GPT-2's weights, a run's, or a small model, random weights."
+    if weights and checkpoint:
+        raise BadInput("--weights and --checkpoint both name a model: pass one of them")
+    if checkpoint: model, tokenizer = _checkpoint_model(checkpoint)
+    elif weights:
+        path = _weights_path(weights)
+        with torch.device("meta"): model = GPTModel(_generate_config(argparse.Namespace(preset=None), path))
+        _load_for_cli(model, path)
+        tokenizer = TikTokenizer("gpt2", {"<|endoftext|>"})
+    else:
+        tokenizer = SubsetTokenizer(texts)
+        model = init_gpt2_weights(GPTModel({"vocab_size": tokenizer.get_n_vocab_tokens(), **SMALL_MODEL}))
+    if getattr(tokenizer, "eot_token", None) is None:
+        raise BadInput("the model's tokenizer has no end-of-text token, which ends every answer: "
+                       "start from a model with a GPT-2 tokenizer (tiny-gpt train --tokenizer gpt2)")
+    return model.train(), tokenizer
+
+# %% ../nbs/10a_chat.ipynb #e87b8050
+def instruct_loaders(
+    entries: list[dict],      # the checked entries
+    tokenizer,                # the model's tokenizer
+    max_length: int,          # the longest sequence; longer entries are cut (and counted)
+    batch_size: int = 8,      # entries per batch
+    mask_instruction: bool = False,  # hide the prompts from the loss
+    seed: int = 123,          # the order of the batches
+):
+    "(training loader, validation loader or None, entries cut): the last 5 % of the entries validate."
+    try: data = InstructionDataset(entries, tokenizer, mask_instruction)
+    except ValueError as e: raise BadInput(f"an entry cannot be tokenized by the model's: {e}") from None
+    n_val = len(entries) // 20
+    n_train = len(entries) - n_val
+    if n_train < batch_size:
+        raise BadInput(f"{n_train} training entries make no batch of {batch_size}: lower --batch-size")
+    cut = sum(len(ids) > max_length for ids in data.encoded_texts)
+    kw = dict(pad_token_id=tokenizer.eot_token, allowed_max_length=max_length)
+    part = lambda rows: torch.utils.data.Subset(data, rows)  # the entries of these rows
+    train_loader = instruction_loader(part(range(n_train)), batch_size, seed=seed, **kw)
+    val_loader = None if n_val == 0 else instruction_loader(part(range(n_train, len(data))), batch_size,
+                                                            shuffle=False, drop_last=False, **kw)
+    return train_loader, val_loader, cut
+
+# %% ../nbs/10a_chat.ipynb #6daca7ed
+def _fingerprint(entries: list[dict]) -> str:
+    "A short SHA-256 of the entries: a resume on other data is refused."
+    return hashlib.sha256(json.dumps(entries, sort_keys=True).encode("utf-8")).hexdigest()[:16]
+
+def _resumed_options(args: argparse.Namespace, ckpt: dict | None) -> argparse.Namespace:
+    "The options checked; those left out from the run's task when resuming, else the defaults."
+    if args.epochs < 1: raise BadInput(f"--epochs must be >= 1, got {args.epochs}")
+    if args.lr is not None and args.lr <= 0: raise BadInput(f"--lr must be > 0, got {args.lr}")
+    task = (ckpt or {}).get("task", {})
+    if ckpt and task.get("name") != "instruction":
+        raise BadInput(f"'{args.out}' holds a run of another command: resume it with that command")
+    lora = task.get("lora") or {}
+    saved = {"batch_size": task.get("batch_size"), "lora_rank": lora.get("rank"),
+             "lora_alpha": lora.get("alpha"), "max_length": task.get("max_length"),
+             "mask_instruction": task.get("mask_instruction")}
+    defaults = {"batch_size": 8, "lora_rank": None, "lora_alpha": None, "max_length": None,
+                "mask_instruction": False}
+    for k, v in defaults.items():
+        if getattr(args, k) is None: setattr(args, k, saved[k] if ckpt else v)
+    if args.lora_rank is not None and args.lora_rank < 1:
+        raise BadInput(f"--lora-rank must be >= 1, got {args.lora_rank}")
+    if args.lora_rank is not None and args.lora_alpha is None: args.lora_alpha = float(args.lora_rank)
+    return args
+
+# %% ../nbs/10a_chat.ipynb #e9b00039
+def _model_to_train(args: argparse.Namespace, ckpt: dict | None, texts: list[str]):
+    "(model, tokenizer): the run's shape and tokenizer when resuming (`train` loads its weights), else new."
+    if ckpt:
+        model = GPTModel(ckpt["config"])
+        tokenizer = instruct_tokenizer(ckpt["task"]["tokenizer"])
+    else:
+        torch.manual_seed(args.seed)
+        model, tokenizer = starting_model(args.weights, args.checkpoint, texts)
+    if args.lora_rank is not None:
+        for p in model.parameters(): p.requires_grad = False
+        replace_linear_with_lora(model, args.lora_rank, args.lora_alpha)
+    return model, tokenizer
+
+def _settings(args: argparse.Namespace, ckpt: dict | None, steps_per_epoch: int, pretrained: bool):
+    "The run's settings when resuming, else the book's recipe for --epochs epochs."
+    if ckpt: return TrainSettings(**ckpt["settings"])
+    lr = args.lr if args.lr is not None else 5e-5 if pretrained else 5e-3
+    return TrainSettings(max_steps=args.epochs * steps_per_epoch, lr=lr, min_lr=lr, warmup_steps=0,
+                         grad_clip=None, eval_interval=max(1, steps_per_epoch // 2), eval_iters=5,
+                         log_interval=5)
+
+# %% ../nbs/10a_chat.ipynb #442b7096
+def run_finetune_instruct(
+    args: argparse.Namespace,  # parsed by the `finetune-instruct` parser
+) -> int:                      # the exit status: 0, or 130 after Ctrl-C (a checkpoint is saved)
+    "Run `tiny-gpt finetune-instruct`: check everything, then fine-tune with the library's `train`."
+    device, out = _checked_device(args.device), Path(args.out)
+    ckpt = _check_run_folder(out, args.resume)
+    entries = read_instruction_file(args.data)
+    args = _resumed_options(args, ckpt)
+    if (n_train := len(entries) - len(entries) // 20) < args.batch_size:  # before a model is made
+        raise BadInput(f"{n_train} training entries make no batch of {args.batch_size}: lower --batch-size")
+    texts = [format_input(e) + f"\n\n### Response:\n{e['output']}" for e in entries]
+    model, tokenizer = _model_to_train(args, ckpt, texts)
+    n_ctx = model.cfg["context_length"]
+    max_length = args.max_length or n_ctx
+    if not 1 <= max_length <= n_ctx: raise BadInput(f"--max-length must be in [1, {n_ctx}], got {max_length}")
+    train_loader, val_loader, cut = instruct_loaders(entries, tokenizer, max_length, args.batch_size,
+                                                     args.mask_instruction, args.seed)
+    if not (ckpt or args.weights or args.checkpoint): print(SMALL_MODEL_NOTE, file=sys.stderr)
+    if cut: print(f"tiny-gpt: note: {cut} of {len(entries)} entries are longer than {max_length} tokens: "
+                  f"cut to {max_length} (their ends are not learned)", file=sys.stderr)
+    task = instruction_task(tokenizer, args.mask_instruction, None if args.lora_rank is None else
+                            (args.lora_rank, args.lora_alpha))
+    task.extra.update(data=_fingerprint(entries), batch_size=args.batch_size, max_length=max_length)
+    settings = _settings(args, ckpt, len(train_loader), bool(args.weights or args.checkpoint))
+    history = train(model, train_loader, val_loader, settings, device=device, out_dir=out, resume=args.resume,
+                    tokenizer=tokenizer, task=task, progress=False if args.quiet else None,
+                    stop_after=args.stop_after)
+    status = _report(history, out, args.quiet)
+    return 0 if history.get("stopped_at", {}).get("reason") == "stop_after" else status
+
+# %% ../nbs/10a_chat.ipynb #57caf470
+def add_finetune_instruct_parser(
+    subparsers: argparse._SubParsersAction,  # from `ArgumentParser.add_subparsers()`
+) -> argparse.ArgumentParser:
+    "Add the `finetune-instruct` subcommand; its `run` default is `run_finetune_instruct`."
+    p = subparsers.add_parser("finetune-instruct", help="fine-tune a GPT to follow instructions",
+                              description="Fine-tune a GPT on instruction/response pairs; writes "
+                                          "OUT/checkpoint.pt and OUT/metrics.jsonl. Ctrl-C saves a "
+                                          "checkpoint and stops; --resume continues exactly there.")
+    p.add_argument("data", metavar="DATA", help=f"a file of {LAYOUT}")
+    p.add_argument("--out", required=True, metavar="DIR", help="the run folder: checkpoint.pt, metrics.jsonl")
+    p.add_argument("--weights", metavar="NAME|PATH", help="start from GPT-2's weights (gpt2, gpt2-medium, "
+                   "..., a file or a folder), with GPT-2's tokenizer")
+    p.add_argument("--checkpoint", metavar="DIR", help="start from a tiny-gpt train or finetune-instruct run")
+    p.add_argument("--lora-rank", type=int, metavar="R", help="train LoRA adapters of rank R instead")
+    p.add_argument("--lora-alpha", type=float, metavar="A", help="LoRA's scale numerator (default: R)")
+    p.add_argument("--mask-instruction", action="store_true", default=None,
+                   help="leave the prompts out of the loss (the book's exercise 7.2)")
+    p.add_argument("--epochs", type=int, default=2, help="passes over the training entries (default: 2)")
+    p.add_argument("--batch-size", type=int, help="entries per batch (default: 8)")
+    p.add_argument("--lr", type=float, help="learning rate (default: 5e-5 from weights, 5e-3 from random)")
+    p.add_argument("--max-length", type=int, metavar="N", help="cut entries to N tokens (default: context)")
+    p.add_argument("--seed", type=int, default=123, help="weights and batch order (default: 123)")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:N or mps (default: the best available)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    p.add_argument("--stop-after", type=int, metavar="N", help="stop after N batches with a checkpoint")
+    p.add_argument("--quiet", action="store_true", help="no progress bar, no summary, no notes")
+    p.set_defaults(run=run_finetune_instruct)
+    return p
+
+# %% ../nbs/10a_chat.ipynb #610a1ac6
+@torch.no_grad()
+def stream_ids(
+    model: GPTModel,            # in eval mode
+    ids: list[int],             # the prompt's token ids
+    max_new_tokens: int = 256,  # the most tokens to write
+    eos_id: int | None = None,  # stop before this id (not yielded)
+    temperature: float = 0.0,   # 0: greedy; else sample
+    top_k: int | None = None,   # sample among the k best only
+) -> Iterator[int]:
+    "The ids `generate` writes after `ids`, yielded one at a time as each is chosen (with the KV cache)."
+    n = model.cfg["context_length"]
+    idx = torch.tensor([ids], device=next(model.parameters()).device)  # (1, n_prompt)
+    caches = [KVCache(min(n, len(ids) + max_new_tokens)) for _ in model.trf_blocks]
+    for _ in range(max_new_tokens):
+        nxt = next_token(_next_logits(model, idx, n, caches), temperature, top_k)  # (1, 1)
+        if eos_id is not None and nxt.item() == eos_id: return
+        idx = torch.cat((idx, nxt), dim=1)  # (1, n + 1)
+        yield nxt.item()
+
+# %% ../nbs/10a_chat.ipynb #c7be2dbd
+def stream_text(
+    tokenizer,           # decodes ids to text
+    ids: Iterable[int],  # e.g. `stream_ids(...)`
+) -> Iterator[str]:
+    "The text of `ids` in pieces, as they come; a character split across tokens waits for its last token."
+    pending = []
+    for i in ids:
+        pending.append(i)
+        text = tokenizer.decode(pending)
+        if text.endswith("\ufffd"): continue  # an unfinished UTF-8 character: wait for its other bytes
+        pending = []
+        yield text
+    if pending: yield tokenizer.decode(pending)  # whatever is left, even unfinished
+
+# %% ../nbs/10a_chat.ipynb #f85d048c
+RESPONSE_HEADING = "\n\n### Response:\n"  # after format_input: what follows is the answer
+
+def answer(
+    model: GPTModel, tokenizer,  # a model fine-tuned on instructions, and its tokenizer
+    entry: dict,                 # "instruction" and "input" ("" for none)
+    max_new_tokens: int = 256, temperature: float = 0.0, top_k: int | None = None,  # as for `generate`
+) -> Iterator[str]:
+    "The model's answer to `entry`, in text pieces as it is written, up to its end-of-text."
+    ids = tokenizer.encode(format_input(entry) + RESPONSE_HEADING)  # a ValueError for a token it lacks
+    if len(ids) >= (n := model.cfg["context_length"]):
+        raise ValueError(f"the prompt has {len(ids)} tokens and the model reads {n}: shorten the instruction")
+    started = False
+    for piece in stream_text(tokenizer, stream_ids(model, ids, max_new_tokens, tokenizer.eot_token,
+                                                   temperature, top_k)):
+        if not started: piece, started = piece.lstrip(), bool(piece.strip())  # no blank start
+        if piece: yield piece
+
+# %% ../nbs/10a_chat.ipynb #8b63b968
+def chat_session(
+    model: GPTModel, tokenizer,  # the model and its tokenizer
+    entries: Iterable[dict],     # the instructions as they come (a reader of the terminal, or of a pipe)
+    out=None,                    # where answers go (default: sys.stdout), flushed piece by piece
+    one_line: bool = False,      # each answer on one line: its line breaks written as \n (for a pipe)
+    **generation,                # max_new_tokens, temperature, top_k
+) -> int:                        # how many answers were finished
+    "Answer each entry as it comes, streamed; Ctrl-C stops an answer, not the chat; a bad prompt is a note."
+    out, done = out or sys.stdout, 0
+    for entry in entries:
+        try:
+            for piece in answer(model, tokenizer, entry, **generation):
+                out.write(piece.replace("\\", "\\\\").replace("\n", "\\n") if one_line else piece)
+                out.flush()  # each piece is seen as it is written
+            done += 1
+        except KeyboardInterrupt: out.write(" [stopped]")
+        except ValueError as e: print(f"tiny-gpt: note: {e}", file=sys.stderr)
+        out.write("\n")
+        out.flush()
+    return done
+
+# %% ../nbs/10a_chat.ipynb #4742a1d3
+def pipe_entries(
+    lines: Iterable[str],  # e.g. sys.stdin: "instruction" or "instruction<TAB>input" per line
+) -> Iterator[dict]:
+    "The entries of the lines of a pipe; blank lines are skipped."
+    for line in lines:
+        instruction, _, extra = line.rstrip("\r\n").partition("\t")
+        if instruction.strip(): yield {"instruction": instruction.strip(), "input": extra.strip()}
+
+def terminal_entries(ask: Callable[[str], str] = input) -> Iterator[dict]:
+    "The entries typed at the prompts; Ctrl-C clears a prompt, Ctrl-D (end of input) ends."
+    while True:
+        try:
+            instruction = ask("Instruction: ").strip()
+            if instruction: yield {"instruction": instruction, "input": ask("Input: ").strip()}
+        except KeyboardInterrupt: print()  # a fresh prompt, as a shell does
+        except EOFError: print(); return
+
+# %% ../nbs/10a_chat.ipynb #bae96eed
+def run_chat(
+    args: argparse.Namespace,  # parsed by the `chat` parser
+) -> int:                      # 0 when the input ends (Ctrl-D, or the end of a pipe)
+    "Run `tiny-gpt chat`: answer instructions typed at the terminal, or read from a pipe, streaming each."
+    if args.max_new_tokens < 1 or not args.temperature >= 0 or (args.top_k is not None and args.top_k < 1):
+        raise BadInput("--max-new-tokens must be >= 1, --temperature >= 0, and --top-k >= 1")
+    device = _checked_device(args.device)
+    model, tokenizer, _ = instruct_model_from_checkpoint(args.checkpoint)
+    if args.seed is not None: torch.manual_seed(args.seed)
+    interactive = sys.stdin.isatty()
+    entries = terminal_entries() if interactive else pipe_entries(sys.stdin)
+    if interactive: print(f"Chat with '{args.checkpoint}': Ctrl-C stops an answer, Ctrl-D ends.\n")
+    main_thread = threading.current_thread() is threading.main_thread()
+    old = signal.signal(signal.SIGINT, signal.default_int_handler) if main_thread else None
+    try: chat_session(model.to(device), tokenizer, entries, one_line=not interactive,
+                      max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k)
+    finally:
+        if main_thread: signal.signal(signal.SIGINT, old)
+    return 0
+
+# %% ../nbs/10a_chat.ipynb #924af6ab
+def add_chat_parser(
+    subparsers: argparse._SubParsersAction,  # from `ArgumentParser.add_subparsers()`
+) -> argparse.ArgumentParser:
+    "Add the `chat` subcommand; its `run` default is `run_chat`."
+    p = subparsers.add_parser("chat", help="answer instructions with a fine-tuned model, token by token",
+                              description="Type an instruction (and an input, or Enter for none) and "
+                                          "watch the answer being written; from a pipe, one instruction "
+                                          "per line, a tab before its input. Ctrl-C stops an answer, Ctrl-D "
+                                          "ends.")
+    p.add_argument("--checkpoint", required=True, metavar="DIR", help="a tiny-gpt finetune-instruct run")
+    p.add_argument("--max-new-tokens", type=int, default=256, metavar="N", help="longest answer (256)")
+    p.add_argument("--temperature", type=float, default=0.0, metavar="T", help="0: greedy (default)")
+    p.add_argument("--top-k", type=int, default=None, metavar="K", help="sample among the K best tokens only")
+    p.add_argument("--seed", type=int, default=None, help="random seed of the sampling")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:N or mps (default: the best available)")
+    p.set_defaults(run=run_chat)
+    return p
+
+# %% ../nbs/10a_chat.ipynb #ed513a97
+def _judge_lines(entries: list[dict], args: argparse.Namespace) -> list[str]:
+    "The judge's report, and a line for each response it did not score; BadInput when it never answered."
+    report = judge_responses(entries, args.key, args.judge_model, args.judge, args.timeout)
+    never = [f for f in report.failures.values() if f.startswith("unreachable")]
+    if not report.scored and report.failures and len(never) == len(report.failures):
+        raise BadInput(f"the judge is unreachable ({report.failures[0].split(': ', 1)[1]}): start it "
+                       "(e.g. `ollama serve`), or leave out --judge for the offline scores")
+    return [f"judge {args.judge_model}: {report}",
+            *(f"  entry {i} not scored: {why}" for i, why in report.failures.items())]
+
+def run_score(
+    args: argparse.Namespace,  # parsed by the `score` parser
+) -> int:                      # the exit status
+    "Run `tiny-gpt score`: ROUGE-L, the response loss with --checkpoint, the judge's scores with --judge."
+    if not args.timeout > 0: raise BadInput(f"--timeout must be > 0, got {args.timeout}")
+    entries = read_instruction_file(args.responses, (args.key,))
+    lines = [f"ROUGE-L: {rouge_l_score(entries, args.key):.3f} (mean over {len(entries)} responses)"]
+    if args.checkpoint:
+        model, tokenizer, _ = instruct_model_from_checkpoint(args.checkpoint)
+        try: loss = response_loss(model.to(_checked_device(args.device)), entries, tokenizer, args.device)
+        except ValueError as e: raise BadInput(f"a response is not in the model's vocabulary: {e}") from None
+        lines.append(f"response loss: {loss:.3f} (the model's, on the reference outputs)")
+    if args.judge: lines += _judge_lines(entries, args)
+    print("\n".join(lines))  # all at once, after every score is known
+    return 0
+
+# %% ../nbs/10a_chat.ipynb #ba716ebb
+def add_score_parser(
+    subparsers: argparse._SubParsersAction,  # from `ArgumentParser.add_subparsers()`
+) -> argparse.ArgumentParser:
+    "Add the `score` subcommand; its `run` default is `run_score`."
+    p = subparsers.add_parser("score", help="score a file of model responses (ROUGE-L, loss, a judge)",
+                              description="Score the responses of a file in the book's layout (output and "
+                                          "model_response): ROUGE-L offline; the response loss with "
+                                          "--checkpoint; a judge model's 0-100 scores with --judge (Ollama "
+                                          "or OpenAI-compatible).")
+    p.add_argument("responses", metavar="RESPONSES", help="a JSON list or JSON Lines file")
+    p.add_argument("--key", default="model_response", help="the response's key (default: model_response)")
+    p.add_argument("--checkpoint", metavar="DIR", help="a finetune-instruct run: its loss on the references")
+    p.add_argument("--judge", metavar="URL", help="the judge's chat endpoint, e.g. "
+                   "http://localhost:11434/api/chat")
+    p.add_argument("--judge-model", default="llama3", metavar="NAME", help="the judge (default: llama3)")
+    p.add_argument("--timeout", type=float, default=120.0, help="seconds per judge answer (default: 120)")
+    p.add_argument("--device", default="cpu", help="where --checkpoint's model runs (default: cpu)")
+    p.set_defaults(run=run_score)
+    return p
 
 # %% ../nbs/10a_chat.ipynb #29bed2fa
-SUBCOMMANDS: tuple = ()  # the functions that add this chapter's subcommands to `tiny-gpt`
+SUBCOMMANDS: tuple = (add_finetune_instruct_parser, add_chat_parser, add_score_parser)  # for `tiny-gpt`

@@ -6,10 +6,417 @@
 from __future__ import annotations
 
 import argparse
+import csv
+import hashlib
+import io
+import random
+import sys
+from pathlib import Path
 
+import torch
+from torch.utils.data import TensorDataset
+
+from .bpe import tokenizer_from_info
+from .checks import BadInput
+from .classify import (CLASSIFY_CONFIG, classification_loader, classification_task,
+                               classifier_from_checkpoint, last_token_logits, to_classifier)
+from .cli import (_check_run_folder, _checked_device, _generate_config, _load_for_cli, _report,
+                          _weights_path)
+from .lora import replace_linear_with_lora
+from .model import GPT2_MODELS, GPT2_PRESETS, GPTModel
+from .tokenizers import TikTokenizer
+from .train import TrainSettings, model_from_checkpoint, train
 
 # %% auto #0
-__all__ = ['SUBCOMMANDS']
+__all__ = ['FINETUNE_DEFAULTS', 'SUBCOMMANDS', 'read_tab_examples', 'read_csv_examples', 'read_examples', 'class_labels',
+           'split_examples', 'encode_texts', 'pad_ids', 'run_finetune_classifier', 'add_finetune_classifier_parser',
+           'classify_texts', 'run_classify', 'add_classify_parser']
+
+# %% ../nbs/09b_classify_cli.ipynb #b7e27481
+def _file_text(path: Path) -> str:
+    "The text of a UTF-8 file the user named, or one line saying why it cannot be read."
+    if not path.is_file():
+        raise BadInput(f"no file at '{path}': pass a file of label<TAB>text lines, or a .csv file")
+    try: return path.read_text(encoding="utf-8-sig")  # -sig: a byte-order mark is not part of a label
+    except UnicodeDecodeError as e: raise BadInput(f"'{path}' is not UTF-8 text ({e.reason})") from None
+
+def read_tab_examples(
+    path: str | Path,  # a UTF-8 file of `label<TAB>text` lines (blank lines are skipped)
+) -> list[tuple[str, str]]:  # (label, text) pairs, in the file's order
+    "The examples of a tab-separated file: each line cut at its first tab into a label and a text."
+    path, examples = Path(path), []
+    for number, line in enumerate(_file_text(path).split("\n"), start=1):
+        line = line.removesuffix("\r")
+        if not line.strip(): continue
+        label, tab, text = line.partition("\t")
+        if not tab or not label.strip() or not text.strip():
+            raise BadInput(f"line {number} of '{path.name}' is not label<TAB>text: {line[:40]!r}")
+        examples.append((label.strip(), text))
+    return examples
+
+# %% ../nbs/09b_classify_cli.ipynb #347b9c90
+def _column(names: list[str], wanted: str | None, default: str, option: str, path: Path) -> int:
+    "The index of column `wanted` of a CSV header; None: the one called `default`, in any case."
+    if wanted is None: found = [i for i, n in enumerate(names) if n.strip().lower() == default]
+    else: found = [i for i, n in enumerate(names) if n == wanted]
+    if not found:
+        raise BadInput(f"'{path.name}' has no column {wanted or default!r} (its columns: "
+                       f"{', '.join(map(repr, names))}): name yours with {option}")
+    return found[0]
+
+def read_csv_examples(
+    path: str | Path,                # a UTF-8 CSV file whose first row names its columns
+    text_column: str | None = None,  # the column of the texts; None: the one called text (any case)
+    label_column: str | None = None, # the column of the labels; None: the one called label (any case)
+) -> list[tuple[str, str]]:          # (label, text) pairs, in the file's order
+    "The examples of a CSV file, read with the csv module: one row each; blank rows are skipped."
+    path = Path(path)
+    rows = csv.reader(io.StringIO(_file_text(path), newline=""))
+    names = next(rows, [])
+    text_i = _column(names, text_column, "text", "--text-column", path)
+    label_i = _column(names, label_column, "label", "--label-column", path)
+    examples = []
+    for number, row in enumerate(rows, start=2):
+        if not any(cell.strip() for cell in row): continue
+        if len(row) != len(names) or not row[label_i].strip() or not row[text_i].strip():
+            raise BadInput(f"row {number} of '{path.name}' has {len(row)} cells for {len(names)} columns, "
+                           f"or an empty label or text: {','.join(row)[:40]!r}")
+        examples.append((row[label_i].strip(), row[text_i]))
+    return examples
+
+# %% ../nbs/09b_classify_cli.ipynb #dd6e0e52
+def read_examples(
+    path: str | Path,                # a .csv file, else a file of label<TAB>text lines
+    text_column: str | None = None,  # a CSV file's column of texts (default: text)
+    label_column: str | None = None, # a CSV file's column of labels (default: label)
+) -> list[tuple[str, str]]:          # (label, text) pairs
+    "The (label, text) examples of a file: CSV when its name ends .csv, else tab-separated lines."
+    path = Path(path)
+    if path.suffix.lower() == ".csv": examples = read_csv_examples(path, text_column, label_column)
+    elif text_column or label_column:
+        raise BadInput(f"--text-column and --label-column are for CSV files, and '{path.name}' does not end "
+                       "in .csv: drop them, or rename the file")
+    else: examples = read_tab_examples(path)
+    if not examples:
+        raise BadInput(f"'{path.name}' holds no examples: write one label<TAB>text per line (or a CSV file)")
+    return examples
+
+def class_labels(
+    examples: list[tuple[str, str]],  # (label, text) pairs
+) -> list[str]:                       # the class names, sorted: class i is labels[i]
+    "The sorted set of the examples' labels; at least two, since one class leaves nothing to learn."
+    labels = sorted({label for label, _ in examples})
+    if len(labels) < 2:
+        raise BadInput(f"every example has the label {labels[0]!r}: a classifier needs at least two classes")
+    return labels
+
+# %% ../nbs/09b_classify_cli.ipynb #f0b2b2fe
+def split_examples(
+    examples: list[tuple],       # (label, anything) pairs, e.g. (label, text)
+    val_fraction: float = 0.1,   # share of each label's examples held out, rounded down
+    seed: int = 123,             # the shuffle of each label's examples
+) -> tuple[list, list]:          # (train, validation), each in the order of `examples`
+    "A seeded split stratified by label: each label gives `val_fraction` of its examples to validation."
+    if not 0 <= val_fraction < 1: raise BadInput(f"--val-fraction must be in [0, 1), got {val_fraction:g}")
+    rng, held_out = random.Random(seed), set()
+    for label in sorted({e[0] for e in examples}):
+        rows = [i for i, e in enumerate(examples) if e[0] == label]
+        rng.shuffle(rows)
+        held_out.update(rows[:int(len(rows) * val_fraction)])  # rounded down: training keeps one at least
+    return ([e for i, e in enumerate(examples) if i not in held_out],
+            [e for i, e in enumerate(examples) if i in held_out])
+
+# %% ../nbs/09b_classify_cli.ipynb #c703c7c2
+def encode_texts(
+    texts: list[str],     # the texts
+    tokenizer,            # anything with `encode(text) -> list[int]`
+    where: str = "text",  # what an error calls text i: "text 3", "'spam.tsv', example 3"
+) -> list[list[int]]:
+    "The token ids of each text; a text the tokenizer refuses is named in a one-line error."
+    ids = []
+    for i, text in enumerate(texts, start=1):
+        try: ids.append(tokenizer.encode(text))
+        except ValueError as e: raise BadInput(f"{where} {i}: {e}") from None
+    return ids
+
+def pad_ids(
+    ids: list[list[int]],  # token ids of each text
+    max_length: int,       # the length of every row: longer texts are cut, shorter ones padded
+    pad_token_id: int,     # the id appended to shorter texts
+) -> torch.Tensor:         # (len(ids), max_length)
+    "The texts as one tensor of rows of `max_length` ids, as the classifier was trained on them."
+    rows = [x[:max_length] + [pad_token_id] * (max_length - len(x)) for x in ids]
+    return torch.tensor(rows, dtype=torch.long).reshape(len(ids), max_length)
+
+def _cut_note(n_cut: int, n: int, max_length: int) -> None:
+    "One note on stderr when texts were cut to `max_length` tokens."
+    if n_cut: print(f"tiny-gpt: note: {n_cut} of {n} texts have more than {max_length} tokens; each was cut "
+                    f"to its first {max_length}", file=sys.stderr)
+
+# %% ../nbs/09b_classify_cli.ipynb #7dd466a9
+def _pad_id(tokenizer) -> int:
+    "The padding id: the tokenizer's <|endoftext|> (GPT-2's 50256), else id 0."
+    if (eot := getattr(tokenizer, "eot_token", None)) is not None: return eot
+    return getattr(tokenizer, "special_tokens", {}).get("<|endoftext|>", 0)
+
+def _start_model(args: argparse.Namespace) -> tuple[GPTModel, object]:
+    "(model, tokenizer) to fine-tune: --checkpoint's, GPT-2 --weights, else random weights."
+    if args.checkpoint:
+        if args.weights or args.preset:
+            raise BadInput("--checkpoint brings its own model: drop --weights and --preset")
+        return model_from_checkpoint(args.checkpoint)
+    weights = _weights_path(args.weights) if args.weights else None
+    cfg = _generate_config(args, weights) if weights or args.preset else CLASSIFY_CONFIG
+    with torch.device("meta" if weights else "cpu"): model = GPTModel(cfg)  # meta: filled by the weights
+    if weights: _load_for_cli(model, weights)
+    return model, TikTokenizer("gpt2")
+
+def _random_note(args: argparse.Namespace) -> None:
+    "The note for a run that starts from random weights (printed once every check has passed)."
+    shape = f"--preset {args.preset}" if args.preset else "CLASSIFY_CONFIG"
+    print(f"tiny-gpt: note: no --weights or --checkpoint, so the classifier starts from random weights "
+          f"({shape}'s shape); pass --weights gpt2 for a pretrained start", file=sys.stderr)
+
+# %% ../nbs/09b_classify_cli.ipynb #ab46e541
+def _classifier(model: GPTModel, n_labels: int, opts: argparse.Namespace) -> GPTModel:
+    "`model` with a new head of `n_labels` outputs, and what trains: LoRA adapters, or --trainable's share."
+    model = to_classifier(model, n_labels, trainable="all" if opts.lora_rank else opts.trainable)
+    if opts.lora_rank:  # the book's appendix E: freeze everything, then add adapters to every Linear layer
+        for p in model.parameters(): p.requires_grad = False
+        replace_linear_with_lora(model, opts.lora_rank, opts.lora_alpha)
+    return model
+
+def _model_and_tokenizer(opts: argparse.Namespace, ckpt: dict | None) -> tuple[GPTModel, object]:
+    "(model, tokenizer) of a new run (seeded), or of the run being resumed (`train` loads its weights)."
+    if ckpt is None:
+        torch.manual_seed(opts.seed)  # the random start, if any (the new head is drawn after it)
+        return _start_model(opts)
+    return GPTModel(ckpt["config"]), tokenizer_from_info(ckpt["tokenizer"])
+
+# %% ../nbs/09b_classify_cli.ipynb #bd9454a1
+FINETUNE_DEFAULTS = dict(  # what finetune-classifier uses for the options not given (the book's recipe)
+    val_fraction=0.1, seed=123, batch_size=8, lr=5e-5, epochs=5, trainable="last_block", position="last")
+_RUN_KEYS = ("val_fraction", "seed", "batch_size", "trainable")  # kept in the checkpoint's task as "run"
+_RUN_FLAGS = (  # (flag, type, help) of the options that take a number
+    ("--val-fraction", float, "share of each label held out"), ("--epochs", int, "passes over the texts"),
+    ("--batch-size", int, "texts per batch"), ("--lr", float, "AdamW's learning rate"),
+    ("--seed", int, "the split, the new head and the order of the batches"))
+_FINETUNE_ABOUT = ("Fine-tune a GPT into a classifier of labelled texts; writes OUT/checkpoint.pt (with its "
+                   "labels and tokenizer) and OUT/metrics.jsonl. Ctrl-C saves a checkpoint; --resume "
+                   "continues it.")
+
+def _add_number_options(p: argparse.ArgumentParser) -> None:
+    "Add the options of `_RUN_FLAGS` to a parser, their defaults in their help."
+    for flag, kind, what in _RUN_FLAGS:
+        default = FINETUNE_DEFAULTS[flag[2:].replace("-", "_")]
+        p.add_argument(flag, type=kind, metavar="N" if kind is int else "X",
+                       help=f"{what} (default: {default})")
+
+# %% ../nbs/09b_classify_cli.ipynb #12a74502
+def _saved_options(ckpt: dict) -> dict:
+    "The options a run in --out was started with, read back from its checkpoint."
+    task = ckpt.get("task", {})
+    if task.get("name") != "classification" or "run" not in task:
+        raise BadInput("--out holds a run that is not a finetune-classifier run: choose another --out")
+    lora = task["lora"] or {}
+    return {**{k: task["run"][k] for k in _RUN_KEYS}, "position": task["position"],
+            "lr": ckpt["settings"]["lr"], "max_length": task["max_length"], "lora_rank": lora.get("rank"),
+            "lora_alpha": lora.get("alpha")}
+
+def _options(args: argparse.Namespace, saved: dict | None) -> argparse.Namespace:
+    "The options given, else the resumed run's, else the defaults; a resume refuses options that differ."
+    opts = argparse.Namespace(**vars(args))
+    for key, value in (saved or {}).items():
+        if (given := getattr(args, key)) is not None and given != value:
+            flag = "--" + key.replace("_", "-")
+            raise BadInput(f"{flag} {given} differs from the resumed run's ({value}): leave {flag} out to "
+                           "resume, or start a new run in another --out")
+        setattr(opts, key, value)
+    for key, value in FINETUNE_DEFAULTS.items():  # a resumed run keeps its own length unless --epochs
+        if getattr(opts, key) is None and not (saved and key == "epochs"): setattr(opts, key, value)
+    if opts.lora_rank and opts.lora_alpha is None: opts.lora_alpha = float(opts.lora_rank)  # the scale: 1
+    return opts
+
+# %% ../nbs/09b_classify_cli.ipynb #10b0f09b
+def _check_options(args: argparse.Namespace, opts: argparse.Namespace) -> None:
+    "Refuse option values and combinations that cannot work, before anything is read or written."
+    if args.weights and args.checkpoint:
+        raise BadInput("give one model to start from: --weights (GPT-2's) or --checkpoint (yours), not both")
+    if args.lora_rank is None and args.lora_alpha is not None:
+        raise BadInput("--lora-alpha needs --lora-rank R")
+    if args.lora_rank is not None and args.trainable is not None:
+        raise BadInput("--trainable is for full fine-tuning; with --lora-rank only the adapters train: "
+                       "drop one of them")
+    for key in ("epochs", "batch_size", "lora_rank", "max_length"):
+        if (v := getattr(opts, key)) is not None and v < 1:
+            raise BadInput(f"--{key.replace('_', '-')} must be >= 1, got {v}")
+    if not opts.lr > 0: raise BadInput(f"--lr must be > 0, got {opts.lr:g}")
+    if not 0 <= opts.val_fraction < 1:
+        raise BadInput(f"--val-fraction must be in [0, 1), got {opts.val_fraction:g}")
+
+# %% ../nbs/09b_classify_cli.ipynb #cd3816b7
+def _file_digest(path: Path) -> str:
+    "The SHA-256 of a file's bytes."
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+def _datasets(examples: list, labels: list[str], tokenizer, opts: argparse.Namespace, context: int,
+              where: str = "example") -> tuple[TensorDataset, TensorDataset | None]:
+    "(training, validation or None) datasets of padded ids and class ids; sets `opts.max_length` if unset."
+    ids = encode_texts([text for _, text in examples], tokenizer, where)
+    labelled = [(label, x) for (label, _), x in zip(examples, ids)]
+    train_part, val_part = split_examples(labelled, opts.val_fraction, opts.seed)
+    if opts.max_length is None: opts.max_length = min(max(len(x) for _, x in train_part), context)
+    if opts.max_length > context:
+        raise BadInput(f"--max-length {opts.max_length} is more than the model's context ({context} tokens)")
+    if len(train_part) < opts.batch_size:
+        raise BadInput(f"--batch-size {opts.batch_size} is more than the {len(train_part)} training texts: "
+                       "pass a smaller one")
+    _cut_note(sum(len(x) > opts.max_length for x in ids), len(ids), opts.max_length)
+    def dataset(part):
+        if not part: return None
+        rows = pad_ids([x for _, x in part], opts.max_length, _pad_id(tokenizer))  # (n, max_length)
+        return TensorDataset(rows, torch.tensor([labels.index(label) for label, _ in part]))
+    return dataset(train_part), dataset(val_part)
+
+# %% ../nbs/09b_classify_cli.ipynb #f176862d
+def _settings(opts: argparse.Namespace, ckpt: dict | None, steps_per_epoch: int) -> TrainSettings:
+    "The book's loop as `train` settings (a resumed run's own), with --epochs as steps."
+    if ckpt: s = TrainSettings(**ckpt["settings"])
+    else: s = TrainSettings(lr=opts.lr, min_lr=opts.lr, warmup_steps=0, betas=(0.9, 0.999), grad_clip=None,
+                            eval_interval=steps_per_epoch, eval_iters=None,
+                            log_interval=min(10, steps_per_epoch))
+    if opts.epochs is not None: s.max_steps = opts.epochs * steps_per_epoch
+    return s
+
+def _finetune(model: GPTModel, tokenizer, labels: list[str], train_ds, val_ds, opts: argparse.Namespace,
+              ckpt: dict | None, device: torch.device, digest: str) -> int:
+    "Fine-tune with the library's `train`, then report; the exit status."
+    lora = (opts.lora_rank, opts.lora_alpha) if opts.lora_rank else None
+    task = classification_task(labels, opts.max_length, _pad_id(tokenizer), opts.position, lora)
+    task.extra["run"] = {**{k: getattr(opts, k) for k in _RUN_KEYS}, "data_sha256": digest}
+    train_loader = classification_loader(train_ds, opts.batch_size, seed=opts.seed)
+    val_loader = val_ds and classification_loader(val_ds, opts.batch_size, shuffle=False, drop_last=False)
+    history = train(model, train_loader, val_loader, _settings(opts, ckpt, len(train_loader)), device=device,
+                    out_dir=opts.out, resume=opts.resume, tokenizer=tokenizer, task=task,
+                    progress=False if opts.quiet else None)
+    if not opts.quiet and (acc := history["eval"].get("val_accuracy")):
+        print(f"{len(labels)} labels, {len(train_ds)} training texts of {opts.max_length} tokens: "
+              f"validation accuracy {acc[-1]:.1%} on {len(val_ds)} texts")
+    return _report(history, Path(opts.out), opts.quiet)
+
+# %% ../nbs/09b_classify_cli.ipynb #faf57a7d
+def run_finetune_classifier(
+    args: argparse.Namespace,  # parsed by the `finetune-classifier` parser
+) -> int:
+    "Run `tiny-gpt finetune-classifier`: read and split the texts, fine-tune, report; the exit status."
+    out, data = Path(args.out), Path(args.data)
+    ckpt = _check_run_folder(out, args.resume)
+    opts = _options(args, ckpt and _saved_options(ckpt))
+    _check_options(args, opts)
+    device = _checked_device(args.device)
+    examples = read_examples(data, args.text_column, args.label_column)
+    labels, digest = class_labels(examples), _file_digest(data)
+    if ckpt and digest != ckpt["task"]["run"]["data_sha256"]:
+        raise BadInput(f"'{data.name}' is not the file the run in '{out}' was trained on (its SHA-256 "
+                       "differs): resume with that file, or start a new run in another --out")
+    model, tokenizer = _model_and_tokenizer(opts, ckpt)
+    train_ds, val_ds = _datasets(examples, labels, tokenizer, opts, model.cfg.context_length,
+                                 f"'{data.name}', example")
+    if not (ckpt or args.weights or args.checkpoint): _random_note(args)
+    model = _classifier(model, len(labels), opts)
+    return _finetune(model, tokenizer, labels, train_ds, val_ds, opts, ckpt, device, digest)
+
+# %% ../nbs/09b_classify_cli.ipynb #2714069a
+def add_finetune_classifier_parser(
+    subparsers: argparse._SubParsersAction,  # from `ArgumentParser.add_subparsers()`
+) -> argparse.ArgumentParser:
+    "Add the `finetune-classifier` subcommand; its `run` default is `run_finetune_classifier`."
+    p = subparsers.add_parser("finetune-classifier", help="fine-tune a GPT into a text classifier",
+                              description=_FINETUNE_ABOUT)
+    p.add_argument("data", help="label<TAB>text lines, or a .csv file with a header row")
+    p.add_argument("--out", required=True, metavar="DIR", help="the run folder: checkpoint.pt, metrics.jsonl")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out (same file and options)")
+    p.add_argument("--weights", metavar="PATH|NAME", help="start from GPT-2 weights: "
+                   f"{', '.join(GPT2_MODELS)}, a weights file or a Hugging Face model folder")
+    p.add_argument("--checkpoint", metavar="DIR", help="start from a model trained by `tiny-gpt train`")
+    p.add_argument("--preset", help=f"the shape of a random or --weights model: {', '.join(GPT2_PRESETS)}")
+    for name in ("text", "label"):
+        p.add_argument(f"--{name}-column", metavar="NAME",
+                       help=f"a CSV file's column of {name}s (default: {name})")
+    p.add_argument("--lora-rank", type=int, metavar="R", help="train LoRA adapters of rank R, nothing else")
+    p.add_argument("--lora-alpha", type=float, metavar="A", help="LoRA's scale numerator (default: R)")
+    p.add_argument("--trainable", choices=("last_block", "all"), help="what trains without LoRA (default: "
+                   "last_block, the book's: the last block, the final norm and the new head)")
+    p.add_argument("--position", choices=("last", "last_real"), help="whose output answers (default: last, "
+                   "the book's: the last position; last_real: the text's last token, not its padding's)")
+    p.add_argument("--max-length", type=int, metavar="N", help="tokens per text (default: the longest "
+                   "training text's, at most the model's context); longer texts are cut")
+    _add_number_options(p)
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:N or mps (default: the best available)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
+    p.set_defaults(run=run_finetune_classifier)
+    return p
+
+# %% ../nbs/09b_classify_cli.ipynb #ffcb41e7
+def classify_texts(
+    model: torch.nn.Module,   # a classifier, e.g. from `classifier_from_checkpoint`
+    tokenizer,                # its tokenizer
+    info: dict,               # its task's info: labels, max_length, pad_token_id, position
+    texts: list[str],         # the texts to classify
+    device: torch.device | str = "cpu",  # where the model runs
+    batch_size: int = 64,     # texts per forward pass
+) -> list[str]:               # a label per text
+    "The label of each text, read as in training: cut or padded to `max_length` ids, in batches."
+    rows = pad_ids(encode_texts(texts, tokenizer), info["max_length"], info["pad_token_id"])  # (n, length)
+    model, answers = model.to(device).eval(), []
+    with torch.no_grad():
+        for batch in rows.to(device).split(batch_size):
+            logits = last_token_logits(model(batch), batch, info["position"], info["pad_token_id"])
+            answers += logits.argmax(dim=-1).tolist()
+    return [info["labels"][i] for i in answers]
+
+# %% ../nbs/09b_classify_cli.ipynb #edc0be14
+def _texts(args: argparse.Namespace) -> tuple[list[str], str]:
+    "(the texts, what a text is called): the arguments, else the lines of standard input; no empty one."
+    if args.texts: texts, where = list(args.texts), "text"
+    elif sys.stdin is None or sys.stdin.isatty():
+        raise BadInput('give the texts to classify: tiny-gpt classify --checkpoint DIR "a text" ..., or one '
+                       "per line on standard input")
+    else: texts, where = sys.stdin.read().removesuffix("\n").split("\n"), "line"
+    texts = [t.removesuffix("\r") for t in texts]
+    if empty := [i for i, t in enumerate(texts, start=1) if not t.strip()]:
+        raise BadInput(f"{where} {empty[0]} is empty: give each text at least one character")
+    return texts, where
+
+def run_classify(
+    args: argparse.Namespace,  # parsed by the `classify` parser
+) -> int:
+    "Run `tiny-gpt classify`: print the label of each text, one per line, in order."
+    labels = None if args.labels is None else sorted({label.strip() for label in args.labels.split(",")})
+    device = _checked_device(args.device)
+    model, tokenizer, info = classifier_from_checkpoint(args.checkpoint, labels)
+    texts, where = _texts(args)
+    ids = encode_texts(texts, tokenizer, where)
+    _cut_note(sum(len(x) > info["max_length"] for x in ids), len(ids), info["max_length"])
+    print("\n".join(classify_texts(model, tokenizer, info, texts, device)))
+    return 0
+
+# %% ../nbs/09b_classify_cli.ipynb #a71d01a8
+def add_classify_parser(
+    subparsers: argparse._SubParsersAction,  # from `ArgumentParser.add_subparsers()`
+) -> argparse.ArgumentParser:
+    "Add the `classify` subcommand; its `run` default is `run_classify`."
+    p = subparsers.add_parser("classify", help="label texts with a classifier of finetune-classifier",
+                              description="Print the label of each text, one per line, in order: texts given "
+                                          "as arguments, else one per line on standard input.")
+    p.add_argument("texts", nargs="*", metavar="TEXT",
+                   help="texts to classify (default: the lines of standard input)")
+    p.add_argument("--checkpoint", required=True, metavar="DIR",
+                   help="a run folder of `tiny-gpt finetune-classifier`, or its checkpoint.pt")
+    p.add_argument("--labels", metavar="A,B,...", help="refuse a classifier whose labels are not these")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:N or mps (default: the best available)")
+    p.set_defaults(run=run_classify)
+    return p
 
 # %% ../nbs/09b_classify_cli.ipynb #f6d3eccb
-SUBCOMMANDS: tuple = ()  # the functions that add this chapter's subcommands to `tiny-gpt`
+SUBCOMMANDS: tuple = (add_finetune_classifier_parser, add_classify_parser)  # this chapter's, for `tiny-gpt`

@@ -520,7 +520,7 @@ def _load_for_cli(model: GPTModel, weights: Path):
     try: load_gpt2_weights(model, weights)
     except (ImportError, FileNotFoundError) as e: raise BadInput(str(e)) from None
     except ValueError as e:
-        raise BadInput(f"{e}; with tiny-gpt generate, choose the --preset of the weights "
+        raise BadInput(f"{e}; choose the --preset of the weights "
                        f"({', '.join(GPT2_PRESETS)}) or pass their folder with its config.json") from None
 
 # %% ../nbs/08_cli.ipynb #5f5a940c

@@ -19,10 +19,14 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from .bpe import tokenizer_from_info, tokenizer_info
+from .checks import BadInput
+from .data import WindowBatchSampler
 from .io import CorpusNotAvailableError, _check_sha256, cache_dir, data_dir, download_file
-from .model import generate, left_pad
+from .lora import replace_linear_with_lora
+from .model import GPTModel, generate, left_pad
 from .tokenizers import TikTokenizer
-from .train import calc_loss_loader, text_to_token_ids
+from .train import Task, calc_loss_loader, load_checkpoint, text_to_token_ids
 
 # %% auto #0
 __all__ = ['INSTRUCTION_DATA_NAME', 'INSTRUCTION_DATA_SHA256', 'INSTRUCTION_DATA_URL', 'ENTRY_KEYS', 'OLLAMA_URL',
@@ -30,7 +34,8 @@ __all__ = ['INSTRUCTION_DATA_NAME', 'INSTRUCTION_DATA_SHA256', 'INSTRUCTION_DATA
            'InstructionDataset', 'custom_collate_fn', 'SubsetTokenizer', 'generate_response', 'generate_responses',
            'response_ids_batched', 'generate_responses_batched', 'response_loss', 'rouge_tokens', 'lcs_length',
            'rouge_l', 'rouge_l_score', 'JudgeError', 'query_model', 'judge_prompt', 'parse_score', 'JudgeReport',
-           'judge_responses', 'generate_model_scores']
+           'judge_responses', 'generate_model_scores', 'instruction_loader', 'instruct_tokenizer_info',
+           'instruct_tokenizer', 'instruction_task', 'instruct_model_from_checkpoint']
 
 # %% ../nbs/10_instruct.ipynb #16cb626b
 INSTRUCTION_DATA_NAME = "instruction-data.json"
@@ -435,3 +440,64 @@ def generate_model_scores(
     report = judge_responses(json_data, json_key, model, url, timeout)
     for i, why in report.failures.items(): print(f"Could not score entry {i}: {why}")
     return report.scored
+
+# %% ../nbs/10_instruct.ipynb #129108b8
+def instruction_loader(
+    dataset: Dataset,            # an InstructionDataset
+    batch_size: int = 8,         # entries per batch
+    shuffle: bool = True,        # a new seeded order every epoch
+    drop_last: bool = True,      # drop a final smaller batch
+    seed: int | None = 123,      # fixes the order; None: drawn from torch's generator
+    pad_token_id: int = 50256,   # the tokenizer's end-of-text id: appended once, then padding
+    allowed_max_length: int | None = None,  # cut longer sequences (the model's context length)
+) -> DataLoader:
+    "The book's batches (`custom_collate_fn`) in the library's seeded order: `train` can resume them exactly."
+    sampler = WindowBatchSampler(len(dataset), batch_size, shuffle, drop_last, seed)
+    collate = partial(custom_collate_fn, pad_token_id=pad_token_id, allowed_max_length=allowed_max_length)
+    return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate)
+
+# %% ../nbs/10_instruct.ipynb #d18966ee
+def instruct_tokenizer_info(
+    tokenizer,  # a SubsetTokenizer, or any tokenizer `tokenizer_info` describes
+) -> dict | None:
+    "The tokenizer as plain data that rebuilds it: a SubsetTokenizer's encoding and ids, else tokenizer_info."
+    if isinstance(tokenizer, SubsetTokenizer):
+        return {"kind": "subset", "base": tokenizer.encoding.name, "base_ids": list(tokenizer.base_ids)}
+    return tokenizer_info(tokenizer)
+
+def instruct_tokenizer(
+    info: dict,  # from `instruct_tokenizer_info`
+):
+    "The tokenizer `info` describes: a SubsetTokenizer, or one `tokenizer_from_info` rebuilds."
+    if info.get("kind") != "subset": return tokenizer_from_info(info)
+    tokenizer = SubsetTokenizer([], TikTokenizer(info["base"]))  # end-of-text only, then the saved ids
+    tokenizer.base_ids = list(info["base_ids"])
+    tokenizer.ids = {t: i for i, t in enumerate(tokenizer.base_ids)}
+    return tokenizer
+
+# %% ../nbs/10_instruct.ipynb #d31099bc
+def instruction_task(
+    tokenizer,                      # the run's tokenizer: stored so that the checkpoint rebuilds it
+    mask_instruction: bool = False, # the loaders hide the prompts from the loss (the book's exercise 7.2)
+    lora: tuple[int, float] | None = None,  # (rank, alpha) of the model's LoRA adapters; None: no LoRA
+) -> Task:
+    "What `train` needs to fine-tune on instructions: the next-token loss (-100 skipped), what to keep."
+    extra = {"tokenizer": instruct_tokenizer_info(tokenizer), "eot_token": tokenizer.eot_token,
+             "mask_instruction": mask_instruction,
+             "lora": None if lora is None else {"rank": lora[0], "alpha": lora[1]}}
+    return Task("instruction", extra=extra)
+
+# %% ../nbs/10_instruct.ipynb #24f55500
+def instruct_model_from_checkpoint(
+    path: str | os.PathLike,  # a run folder or its checkpoint.pt (`train` with an `instruction_task`)
+) -> tuple[GPTModel, object, dict]:  # (the model in eval mode on the CPU, its tokenizer, the task's info)
+    "The instruction-tuned model of a checkpoint (LoRA adapters included), its tokenizer and its task's info."
+    ckpt = load_checkpoint(path)
+    info = ckpt.get("task", {"name": "next_token"})
+    if info["name"] != "instruction":
+        raise BadInput(f"'{path}' holds a {info['name']} model, not one fine-tuned on instructions: "
+                       "fine-tune it first (instruction_task, or tiny-gpt finetune-instruct)")
+    model = GPTModel(ckpt["config"])
+    if info["lora"]: replace_linear_with_lora(model, info["lora"]["rank"], info["lora"]["alpha"])
+    model.load_state_dict(ckpt["model"])
+    return model.eval(), instruct_tokenizer(info["tokenizer"]), info

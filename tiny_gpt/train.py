@@ -667,7 +667,8 @@ def model_from_checkpoint(
     ckpt = load_checkpoint(path)
     task = ckpt.get("task", {})
     if task.get("lora"):
-        raise BadInput(f"'{path}' holds LoRA adapters: load it with classify.classifier_from_checkpoint")
+        raise BadInput(f"'{path}' holds LoRA adapters: load it with its task's loader, "
+                       "classify.classifier_from_checkpoint or instruct.instruct_model_from_checkpoint")
     model = GPTModel(ckpt["config"])
     if task.get("n_out") is not None:  # a new output head (a classifier's): its size is in the checkpoint
         width, bias = model.out_head.in_features, task.get("head_bias", False)
