@@ -61,7 +61,8 @@ def test_a_stopped_run_resumed_equals_an_uninterrupted_one_with_lora_and_masking
     assert finetune(files / "data.jsonl", files / "stopped", *extra, "--stop-after", "3") == 0
     stopped = torch.load(files / "stopped" / "checkpoint.pt")
     assert stopped["position"]["step"] == 3 and stopped["history"]["stopped_at"]["reason"] == "stop_after"
-    assert finetune(files / "data.jsonl", files / "stopped", "--resume") == 0  # the options come from the run
+    resume = ["finetune-instruct", str(files / "data.jsonl"), "--out", str(files / "stopped"), "--resume"]
+    assert main([*resume, "--device", "cpu", "--quiet"]) == 0  # every option left out: the run's own
     whole, resumed = (torch.load(files / run / "checkpoint.pt") for run in ("whole", "stopped"))
     assert resumed["position"]["step"] == whole["position"]["step"] == 10
     assert all(torch.equal(whole["model"][k], resumed["model"][k]) for k in whole["model"])  # bit for bit
@@ -70,15 +71,45 @@ def test_a_stopped_run_resumed_equals_an_uninterrupted_one_with_lora_and_masking
     assert sum(".lora." in n for n, _ in model.named_parameters()) > 0
 
 
-def test_resuming_with_other_options_or_data_is_refused(files, capsys):
-    shutil.copytree(files / "run", files / "other")
+@pytest.mark.parametrize("options, message", [
+    (["--batch-size", "2"], "--batch-size 2 differs from the resumed run's (4)"),
+    (["--lr", "0.1"], "--lr 0.1 differs from the resumed run's (0.005)"),
+    (["--seed", "7"], "--seed 7 differs from the resumed run's (123)"),
+    (["--lora-rank", "2"], "--lora-rank 2 differs from the resumed run's (None)"),
+    (["--mask-instruction"], "--mask-instruction True differs"),
+    (["--max-length", "64"], "--max-length 64 differs from the resumed run's (128)"),
+    (["--weights", "gpt2"], "leave out --weights and --checkpoint"),
+])
+def test_resuming_with_another_training_option_is_refused(files, capsys, options, message):
+    "Given with --resume, an option must equal the run's: it is refused, never silently ignored."
+    before = (files / "run" / "checkpoint.pt").read_bytes()
     capsys.readouterr()
-    assert finetune(files / "data.jsonl", files / "other", "--resume", "--batch-size", "2") == 2
-    assert "trained for another task" in capsys.readouterr().err
-    (files / "fewer.jsonl").write_text("\n".join(json.dumps(e) for e in ENTRIES[:20]))
-    assert finetune(files / "fewer.jsonl", files / "other", "--resume") == 2
+    assert finetune(files / "data.jsonl", files / "run", "--resume", *options) == 2
     err = capsys.readouterr().err
-    assert "trained for another task" in err and "data" in err and err.count("\n") == 1
+    assert message in err and err.count("\n") == 1 and err.startswith("tiny-gpt: error: "), err
+    assert (files / "run" / "checkpoint.pt").read_bytes() == before
+
+
+def test_resuming_on_other_data_is_refused_but_its_json_lines_copy_is_the_same(files, capsys):
+    before = (files / "run" / "checkpoint.pt").read_bytes()
+    (files / "fewer.jsonl").write_text("\n".join(json.dumps(e) for e in ENTRIES[:20]))
+    capsys.readouterr()
+    assert finetune(files / "fewer.jsonl", files / "run", "--resume") == 2
+    err = capsys.readouterr().err
+    assert "holds other entries than the run in" in err and err.count("\n") == 1
+    assert (files / "run" / "checkpoint.pt").read_bytes() == before
+    shutil.copytree(files / "run", files / "same")  # the run was on data.jsonl: its JSON list is the same data
+    assert finetune(files / "data.json", files / "same", "--resume", "--batch-size", "4", "--lr", "0.005") == 0
+
+
+def test_resume_with_epochs_extends_a_finished_run_bit_for_bit(files):
+    "--epochs on --resume is read: a 1-epoch run resumed with --epochs 2 equals a 2-epoch run."
+    assert finetune(files / "data.jsonl", files / "two", "--epochs", "2") == 0
+    shutil.copytree(files / "run", files / "extended")  # FAST: one epoch, finished
+    assert finetune(files / "data.jsonl", files / "extended", "--resume", "--epochs", "2") == 0
+    two, extended = (torch.load(files / run / "checkpoint.pt") for run in ("two", "extended"))
+    assert extended["position"]["step"] == two["position"]["step"] == 2 * (23 // 4)
+    assert all(torch.equal(two["model"][k], extended["model"][k]) for k in two["model"])
 
 
 def test_an_entry_longer_than_the_context_is_cut_with_a_note(files, capsys):
@@ -113,6 +144,7 @@ def test_a_file_that_is_not_the_layout_is_one_line_and_writes_nothing(files, cap
     captured = capsys.readouterr()
     assert captured.err.startswith("tiny-gpt: error: ") and captured.err.count("\n") == 1, captured.err
     assert message in captured.err and captured.out == ""
+    assert captured.err.rstrip("\n").endswith(chat.LAYOUT)  # this reader's layout, not chapter 10's list
     assert not (files / "bad_out").exists()
 
 
@@ -194,8 +226,9 @@ def test_ctrl_c_during_an_answer_stops_it_and_the_chat_goes_on(model, monkeypatc
 
 
 def test_readers_of_a_pipe_and_of_the_terminal(capsys):
-    assert list(pipe_entries(["a\tb\n", "  \n", "c\r\n"])) == [{"instruction": "a", "input": "b"},
-                                                            {"instruction": "c", "input": ""}]
+    assert list(pipe_entries(["a\tb\n", "  \n", "\tx\n", "c\r\n"])) == [  # blank lines kept: answers line up
+        {"instruction": "a", "input": "b"}, {"instruction": "", "input": ""}, {"instruction": "", "input": ""},
+        {"instruction": "c", "input": ""}]
     replies = iter(["first", "", KeyboardInterrupt, "second", "in", EOFError])
     def ask(prompt):
         r = next(replies)
@@ -214,13 +247,13 @@ def tiny_gpt(*args, **kw) -> subprocess.Popen:
 def test_chat_through_a_real_pipe_ends_with_status_0_at_end_of_input(files, model):
     m, tok = model
     p = tiny_gpt("chat", "--checkpoint", files / "run", "--max-new-tokens", "12", "--device", "cpu")
-    out, err = p.communicate(b"Say two.\nSay one.\tone one\n\n", timeout=120)
+    out, err = p.communicate(b"Say two.\n\nSay one.\tone one\n", timeout=120)
     assert p.returncode == 0, err
     lines = out.decode("utf-8").split("\n")
-    assert len(lines) == 3 and lines[2] == ""  # one line per instruction, nothing else
+    assert len(lines) == 4 and lines[1] == lines[3] == ""  # line N answers line N; a blank line: an empty one
     expected = ["".join(answer(m, tok, e, 12)) for e in ({"instruction": "Say two.", "input": ""},
                                                          {"instruction": "Say one.", "input": "one one"})]
-    assert lines[:2] == [a.replace("\\", "\\\\").replace("\n", "\\n") for a in expected]
+    assert [lines[0], lines[2]] == [a.replace("\\", "\\\\").replace("\n", "\\n") for a in expected]
 
 
 def test_sigint_during_an_answer_stops_it_and_end_of_input_ends_with_0(files, model):
@@ -239,6 +272,16 @@ def test_sigint_during_an_answer_stops_it_and_end_of_input_ends_with_0(files, mo
     p.wait(timeout=60)
     assert p.returncode == 0, err
     assert (first + rest).decode("utf-8").endswith(" [stopped]\n") and b"Traceback" not in err
+
+
+def test_sigint_while_a_pipe_waits_for_the_next_line_ends_the_chat_with_130(files):
+    p = tiny_gpt("chat", "--checkpoint", files / "run", "--max-new-tokens", "4", "--device", "cpu")
+    p.stdin.write(b"Say two.\n"); p.stdin.flush()
+    assert p.stdout.readline().endswith(b"\n")  # answered: the chat now waits for the next line
+    p.send_signal(signal.SIGINT)  # Ctrl-C between answers
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 130 and err.decode().strip().endswith("tiny-gpt: interrupted"), err
+    assert b"Traceback" not in err
 
 
 def test_chat_bad_input_is_one_line(files, capsys):

@@ -34,7 +34,7 @@ __all__ = ['LAYOUT', 'SMALL_MODEL', 'SMALL_MODEL_NOTE', 'RESPONSE_HEADING', 'SUB
            'run_score', 'add_score_parser']
 
 # %% ../nbs/10a_chat.ipynb #54c6a0c4
-LAYOUT = ('a JSON list, or JSON Lines, of {"instruction": ..., "input": ..., "output": ...} objects '
+LAYOUT = ('a JSON list, or JSON Lines, of {"instruction": "...", "input": "...", "output": "..."} objects '
           '("input" may be left out)')
 
 def _json_lines(text: str, name: str) -> list:
@@ -68,7 +68,8 @@ def read_instruction_file(
     entries = _parsed(text, str(path))
     entries = [{"input": "", **e} if isinstance(e, dict) else e for e in entries]
     try: check_instruction_data(entries, f"'{path}'")
-    except ValueError as e: raise BadInput(str(e)) from None
+    except ValueError as e:  # chapter 10's message names the book's layout only: name this reader's
+        raise BadInput(f"{str(e).split('; ')[0]}: expected {LAYOUT}") from None
     for i, entry in enumerate(entries):
         if missing := [k for k in extra_keys if not isinstance(entry.get(k), str)]:
             raise BadInput(f"'{path}': entry {i} has no text {missing[0]!r}: each entry needs one")
@@ -141,24 +142,45 @@ def instruct_loaders(
 
 # %% ../nbs/10a_chat.ipynb #6daca7ed
 def _fingerprint(entries: list[dict]) -> str:
-    "A short SHA-256 of the entries: a resume on other data is refused."
+    "A short SHA-256 of the entries as read (a JSON list and its JSON Lines copy agree)."
     return hashlib.sha256(json.dumps(entries, sort_keys=True).encode("utf-8")).hexdigest()[:16]
 
-def _resumed_options(args: argparse.Namespace, ckpt: dict | None) -> argparse.Namespace:
-    "The options checked; those left out from the run's task when resuming, else the defaults."
-    if args.epochs < 1: raise BadInput(f"--epochs must be >= 1, got {args.epochs}")
-    if args.lr is not None and args.lr <= 0: raise BadInput(f"--lr must be > 0, got {args.lr}")
-    task = (ckpt or {}).get("task", {})
-    if ckpt and task.get("name") != "instruction":
-        raise BadInput(f"'{args.out}' holds a run of another command: resume it with that command")
+def _saved_options(ckpt: dict) -> dict:
+    "The training options of a run, from its checkpoint: a resume keeps them."
+    task = ckpt.get("task", {})
     lora = task.get("lora") or {}
-    saved = {"batch_size": task.get("batch_size"), "lora_rank": lora.get("rank"),
-             "lora_alpha": lora.get("alpha"), "max_length": task.get("max_length"),
-             "mask_instruction": task.get("mask_instruction")}
-    defaults = {"batch_size": 8, "lora_rank": None, "lora_alpha": None, "max_length": None,
-                "mask_instruction": False}
-    for k, v in defaults.items():
-        if getattr(args, k) is None: setattr(args, k, saved[k] if ckpt else v)
+    return {"batch_size": task.get("batch_size"), "lora_rank": lora.get("rank"),
+            "lora_alpha": lora.get("alpha"), "max_length": task.get("max_length"),
+            "mask_instruction": task.get("mask_instruction"), "lr": ckpt["settings"]["lr"],
+            "seed": task.get("seed", 123)}  # runs that did not record their seed used the default
+
+def _check_entries(entries: list[dict], args: argparse.Namespace, ckpt: dict | None) -> None:
+    "Refuse a resume on other data, and data too small for one batch, before a model is made."
+    if ckpt and ckpt["task"].get("data") != _fingerprint(entries):
+        raise BadInput(f"'{args.data}' holds other entries than the run in '{args.out}' was trained on: "
+                       "resume with that data, or start a new run in another --out")
+    if (n_train := len(entries) - len(entries) // 20) < args.batch_size:
+        raise BadInput(f"{n_train} training entries make no batch of {args.batch_size}: lower --batch-size")
+
+# %% ../nbs/10a_chat.ipynb #48c9d7e3
+def _resumed_options(args: argparse.Namespace, ckpt: dict | None) -> argparse.Namespace:
+    "The options checked; on --resume those left out are the run's, and one that differs is refused."
+    if args.epochs is not None and args.epochs < 1:
+        raise BadInput(f"--epochs must be >= 1, got {args.epochs}")
+    if args.lr is not None and args.lr <= 0: raise BadInput(f"--lr must be > 0, got {args.lr}")
+    if ckpt and ckpt.get("task", {}).get("name") != "instruction":
+        raise BadInput(f"'{args.out}' holds a run of another command: resume it with that command")
+    if ckpt and (args.weights or args.checkpoint):
+        raise BadInput("--resume goes on with the run's own model: leave out --weights and --checkpoint")
+    for k, v in (_saved_options(ckpt) if ckpt else {}).items():
+        if (given := getattr(args, k)) is not None and given != v:
+            flag = "--" + k.replace("_", "-")
+            raise BadInput(f"{flag} {given} differs from the resumed run's ({v}): leave {flag} out to "
+                           "resume, or start a new run in another --out")
+        setattr(args, k, v)
+    defaults = {"epochs": 2, "batch_size": 8, "max_length": None, "mask_instruction": False, "seed": 123}
+    for k, v in ({} if ckpt else defaults).items():  # a resumed run keeps its length unless --epochs
+        if getattr(args, k) is None: setattr(args, k, v)
     if args.lora_rank is not None and args.lora_rank < 1:
         raise BadInput(f"--lora-rank must be >= 1, got {args.lora_rank}")
     if args.lora_rank is not None and args.lora_alpha is None: args.lora_alpha = float(args.lora_rank)
@@ -179,24 +201,25 @@ def _model_to_train(args: argparse.Namespace, ckpt: dict | None, texts: list[str
     return model, tokenizer
 
 def _settings(args: argparse.Namespace, ckpt: dict | None, steps_per_epoch: int, pretrained: bool):
-    "The run's settings when resuming, else the book's recipe for --epochs epochs."
-    if ckpt: return TrainSettings(**ckpt["settings"])
-    lr = args.lr if args.lr is not None else 5e-5 if pretrained else 5e-3
-    return TrainSettings(max_steps=args.epochs * steps_per_epoch, lr=lr, min_lr=lr, warmup_steps=0,
-                         grad_clip=None, eval_interval=max(1, steps_per_epoch // 2), eval_iters=5,
-                         log_interval=5)
+    "The run's settings when resuming, else the book's recipe; --epochs, when given, sets the length."
+    if ckpt: s = TrainSettings(**ckpt["settings"])
+    else:
+        lr = args.lr if args.lr is not None else 5e-5 if pretrained else 5e-3
+        s = TrainSettings(lr=lr, min_lr=lr, warmup_steps=0, grad_clip=None,
+                          eval_interval=max(1, steps_per_epoch // 2), eval_iters=5, log_interval=5)
+    if args.epochs is not None: s.max_steps = args.epochs * steps_per_epoch  # on --resume: extends the run
+    return s
 
 # %% ../nbs/10a_chat.ipynb #442b7096
 def run_finetune_instruct(
     args: argparse.Namespace,  # parsed by the `finetune-instruct` parser
-) -> int:                      # the exit status: 0, or 130 after Ctrl-C (a checkpoint is saved)
+) -> int:                      # 0 (also after --stop-after), or 130 after Ctrl-C (a checkpoint is saved)
     "Run `tiny-gpt finetune-instruct`: check everything, then fine-tune with the library's `train`."
     device, out = _checked_device(args.device), Path(args.out)
     ckpt = _check_run_folder(out, args.resume)
     entries = read_instruction_file(args.data)
     args = _resumed_options(args, ckpt)
-    if (n_train := len(entries) - len(entries) // 20) < args.batch_size:  # before a model is made
-        raise BadInput(f"{n_train} training entries make no batch of {args.batch_size}: lower --batch-size")
+    _check_entries(entries, args, ckpt)
     texts = [format_input(e) + f"\n\n### Response:\n{e['output']}" for e in entries]
     model, tokenizer = _model_to_train(args, ckpt, texts)
     n_ctx = model.cfg["context_length"]
@@ -209,7 +232,8 @@ def run_finetune_instruct(
                   f"cut to {max_length} (their ends are not learned)", file=sys.stderr)
     task = instruction_task(tokenizer, args.mask_instruction, None if args.lora_rank is None else
                             (args.lora_rank, args.lora_alpha))
-    task.extra.update(data=_fingerprint(entries), batch_size=args.batch_size, max_length=max_length)
+    task.extra.update(data=_fingerprint(entries), batch_size=args.batch_size, max_length=max_length,
+                      seed=args.seed)
     settings = _settings(args, ckpt, len(train_loader), bool(args.weights or args.checkpoint))
     history = train(model, train_loader, val_loader, settings, device=device, out_dir=out, resume=args.resume,
                     tokenizer=tokenizer, task=task, progress=False if args.quiet else None,
@@ -235,15 +259,16 @@ def add_finetune_instruct_parser(
     p.add_argument("--lora-alpha", type=float, metavar="A", help="LoRA's scale numerator (default: R)")
     p.add_argument("--mask-instruction", action="store_true", default=None,
                    help="leave the prompts out of the loss (the book's exercise 7.2)")
-    p.add_argument("--epochs", type=int, default=2, help="passes over the training entries (default: 2)")
+    p.add_argument("--epochs", type=int, help="passes over the entries (default: 2; --resume: extend to N)")
     p.add_argument("--batch-size", type=int, help="entries per batch (default: 8)")
     p.add_argument("--lr", type=float, help="learning rate (default: 5e-5 from weights, 5e-3 from random)")
     p.add_argument("--max-length", type=int, metavar="N", help="cut entries to N tokens (default: context)")
-    p.add_argument("--seed", type=int, default=123, help="weights and batch order (default: 123)")
+    p.add_argument("--seed", type=int, help="weights and batch order (default: 123)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:N or mps (default: the best available)")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out")
-    p.add_argument("--stop-after", type=int, metavar="N", help="stop after N batches with a checkpoint")
-    p.add_argument("--quiet", action="store_true", help="no progress bar, no summary, no notes")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out, with its options")
+    p.add_argument("--stop-after", type=int, metavar="N", help="a planned Ctrl-C after N batches (exit 0)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar and no summary (notes still go to "
+                   "stderr)")
     p.set_defaults(run=run_finetune_instruct)
     return p
 
@@ -311,6 +336,8 @@ def chat_session(
     "Answer each entry as it comes, streamed; Ctrl-C stops an answer, not the chat; a bad prompt is a note."
     out, done = out or sys.stdout, 0
     for entry in entries:
+        if not entry["instruction"]:  # a blank line of a pipe: an empty answer line, so that the lines match
+            out.write("\n"); out.flush(); continue
         try:
             for piece in answer(model, tokenizer, entry, **generation):
                 out.write(piece.replace("\\", "\\\\").replace("\n", "\\n") if one_line else piece)
@@ -326,13 +353,13 @@ def chat_session(
 def pipe_entries(
     lines: Iterable[str],  # e.g. sys.stdin: "instruction" or "instruction<TAB>input" per line
 ) -> Iterator[dict]:
-    "The entries of the lines of a pipe; blank lines are skipped."
+    "The entries of the lines of a pipe, one per line; a blank line is an entry with no instruction."
     for line in lines:
         instruction, _, extra = line.rstrip("\r\n").partition("\t")
-        if instruction.strip(): yield {"instruction": instruction.strip(), "input": extra.strip()}
+        yield {"instruction": instruction.strip(), "input": extra.strip() if instruction.strip() else ""}
 
 def terminal_entries(ask: Callable[[str], str] = input) -> Iterator[dict]:
-    "The entries typed at the prompts; Ctrl-C clears a prompt, Ctrl-D (end of input) ends."
+    "The entries typed at the prompts; Ctrl-C throws away the one being typed, Ctrl-D (end of input) ends."
     while True:
         try:
             instruction = ask("Instruction: ").strip()
@@ -400,7 +427,8 @@ def run_score(
     lines = [f"ROUGE-L: {rouge_l_score(entries, args.key):.3f} (mean over {len(entries)} responses)"]
     if args.checkpoint:
         model, tokenizer, _ = instruct_model_from_checkpoint(args.checkpoint)
-        try: loss = response_loss(model.to(_checked_device(args.device)), entries, tokenizer, args.device)
+        device = _checked_device(args.device)
+        try: loss = response_loss(model.to(device), entries, tokenizer, device)
         except ValueError as e: raise BadInput(f"a response is not in the model's vocabulary: {e}") from None
         lines.append(f"response loss: {loss:.3f} (the model's, on the reference outputs)")
     if args.judge: lines += _judge_lines(entries, args)
@@ -424,7 +452,8 @@ def add_score_parser(
                    "http://localhost:11434/api/chat")
     p.add_argument("--judge-model", default="llama3", metavar="NAME", help="the judge (default: llama3)")
     p.add_argument("--timeout", type=float, default=120.0, help="seconds per judge answer (default: 120)")
-    p.add_argument("--device", default="cpu", help="where --checkpoint's model runs (default: cpu)")
+    p.add_argument("--device", default=None, help="where --checkpoint's model runs: cpu, cuda, cuda:N or mps "
+                   "(default: the best available)")
     p.set_defaults(run=run_score)
     return p
 

@@ -64,6 +64,12 @@ def _column(names: list[str], wanted: str | None, default: str, option: str, pat
                        f"{', '.join(map(repr, names))}): name yours with {option}")
     return found[0]
 
+
+# %% ../nbs/09b_classify_cli.ipynb #795c6b2c
+def _count(n: int, word: str) -> str:
+    "`n word`, plural unless n is 1: '1 cell', '3 cells'."
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
 def read_csv_examples(
     path: str | Path,                # a UTF-8 CSV file whose first row names its columns
     text_column: str | None = None,  # the column of the texts; None: the one called text (any case)
@@ -78,9 +84,13 @@ def read_csv_examples(
     examples = []
     for number, row in enumerate(rows, start=2):
         if not any(cell.strip() for cell in row): continue
-        if len(row) != len(names) or not row[label_i].strip() or not row[text_i].strip():
-            raise BadInput(f"row {number} of '{path.name}' has {len(row)} cells for {len(names)} columns, "
-                           f"or an empty label or text: {','.join(row)[:40]!r}")
+        if len(row) != len(names):
+            raise BadInput(f"row {number} of '{path.name}' has {_count(len(row), 'cell')} for "
+                           f"{_count(len(names), 'column')}: {','.join(row)[:40]!r}; quote a text that holds "
+                           "commas")
+        if empty := [name for name, i in (("label", label_i), ("text", text_i)) if not row[i].strip()]:
+            raise BadInput(f"row {number} of '{path.name}' has an empty {empty[0]}: give every row a label "
+                           "and a text")
         examples.append((row[label_i].strip(), row[text_i]))
     return examples
 
@@ -282,9 +292,13 @@ def _datasets(examples: list, labels: list[str], tokenizer, opts: argparse.Names
 def _settings(opts: argparse.Namespace, ckpt: dict | None, steps_per_epoch: int) -> TrainSettings:
     "The book's loop as `train` settings (a resumed run's own), with --epochs as steps."
     if ckpt: s = TrainSettings(**ckpt["settings"])
-    else: s = TrainSettings(lr=opts.lr, min_lr=opts.lr, warmup_steps=0, betas=(0.9, 0.999), grad_clip=None,
-                            eval_interval=steps_per_epoch, eval_iters=None,
-                            log_interval=min(10, steps_per_epoch))
+    else: s = TrainSettings(lr=opts.lr, min_lr=opts.lr,  # the cosine's floor at lr: a constant rate
+                            warmup_steps=0, grad_clip=None,  # no warmup, no clipping
+                            betas=(0.9, 0.999),  # Adam's usual betas
+                            weight_decay=0.1,  # AdamW's decay of the weight matrices, the book's
+                            eval_interval=steps_per_epoch,  # an evaluation after every epoch
+                            eval_iters=None,  # on every validation batch, not a sample of them
+                            log_interval=min(10, steps_per_epoch))  # a training loss every 10 steps at most
     if opts.epochs is not None: s.max_steps = opts.epochs * steps_per_epoch
     return s
 
