@@ -372,3 +372,18 @@ def test_the_gpu_benchmark_refuses_without_a_gpu_in_one_line(tmp_path):
                        capture_output=True, text=True, timeout=120, env=env)
     assert r.returncode == 2 and r.stderr == "bench_gpu: needs a CUDA GPU, and torch sees none: run it on a GPU machine\n"
     assert not (tmp_path / "gpu.json").exists()
+
+
+def test_the_readme_lists_every_chapter_and_the_sidebar_every_notebook():
+    "A new chapter gets its row in the README's stage table (with its module) and its place in the site's sidebar."
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    sidebar = (ROOT / "nbs" / "sidebar.yml").read_text(encoding="utf-8")
+    missing = []
+    for nb in NOTEBOOKS:
+        if f"- {nb.name}" not in sidebar: missing.append(f"sidebar.yml: {nb.name}")
+        if nb.name == "index.ipynb": continue
+        module = json.loads(nb.read_text(encoding="utf-8"))["cells"][0]["source"]
+        module = "".join(module).split("default_exp", 1)[1].strip()
+        if not re.search(rf"\| \[[^]]+\]\(nbs/{re.escape(nb.name)}\) \| `tiny_gpt\.{module}` \|", readme):
+            missing.append(f"README.md stage table: {nb.name} (`tiny_gpt.{module}`)")
+    assert not missing, "\n".join(missing)
